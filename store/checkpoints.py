@@ -1,0 +1,88 @@
+"""Write checkpoint files atomically and read them back only if intact and safe.
+
+torch is imported inside the functions, not at the top, so that reading the
+run database (the tui does) does not pay for importing torch.
+"""
+
+import hashlib
+import io
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+
+class CheckpointError(Exception):
+    """A checkpoint file is missing, damaged or not safe to load."""
+
+
+def checkpoint_folder(home: Path, run_id: int) -> Path:
+    return Path(home) / "checkpoints" / f"run_{run_id:04d}"
+
+
+def save_checkpoint(home: Path, run_id: int, name: str, payload: dict) -> tuple[Path, str]:
+    """Write payload to home/checkpoints/run_<id>/<name>.pt; return (path, sha256)."""
+    import torch
+
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise ValueError(f"checkpoint name must be a plain file name, not {name!r}")
+    folder = checkpoint_folder(home, run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.pt"
+    # write a temporary file in the same folder and rename it over the final
+    # name: the rename is atomic, so a reader never sees half a checkpoint
+    fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            torch.save(payload, file)
+            file.flush()
+            os.fsync(file.fileno())
+        digest = file_sha256(Path(temporary))
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    _fsync_folder(folder)
+    return path, digest
+
+
+def load_checkpoint(path: Path, expected_sha256: str) -> dict:
+    """Load a checkpoint after checking its sha256, refusing anything but weights."""
+    import torch
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint file missing: {path}") from None
+    # hash and load the same bytes, so a file replaced in between cannot
+    # slip past the check
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected_sha256:
+        raise CheckpointError(
+            f"checksum mismatch for {path}: expected {expected_sha256}, got {actual}"
+        )
+    try:
+        # weights_only refuses pickles that would import or call arbitrary code
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{path} is not a safe weights-only checkpoint: {exc}") from exc
+    except (RuntimeError, EOFError) as exc:
+        raise CheckpointError(f"{path} could not be read as a checkpoint: {exc}") from exc
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_folder(folder: Path) -> None:
+    # makes the rename itself survive a power cut
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,299 @@
+"""The run database: one SQLite file per navi home, at home/navi.db."""
+
+import json
+import os
+import socket
+import sqlite3
+import time
+from pathlib import Path
+
+import sqlite_utils
+
+from .rows import RUN_STATUSES, VERDICTS, event_row, metric_row
+from .schema import apply_schema
+
+DB_FILENAME = "navi.db"
+
+
+def connect(path: Path | str) -> sqlite_utils.Database:
+    """Open the database file with the settings every navi connection uses."""
+    conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+    db = sqlite_utils.Database(conn)
+    try:
+        _enable_wal(db)
+        db.execute("PRAGMA busy_timeout=30000")
+        # in wal mode normal never corrupts the file; a power cut can lose
+        # the last few commits, a killed process loses nothing committed
+        db.execute("PRAGMA synchronous=NORMAL")
+        # sqlite leaves foreign keys off unless each connection asks
+        db.execute("PRAGMA foreign_keys=ON")
+    except BaseException:
+        conn.close()
+        raise
+    return db
+
+
+def _enable_wal(db: sqlite_utils.Database, patience: float = 30) -> None:
+    # wal lets the tui and other readers read while training writes.
+    # switching a fresh file to wal needs an exclusive lock, and when several
+    # connections open the file at once sqlite answers "database is locked"
+    # at once instead of waiting through busy_timeout (it would deadlock);
+    # the failed statement drops its locks, so trying again is safe
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            db.enable_wal()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def _json_or_none(value) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True)
+
+
+def process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        # the process exists but belongs to another user
+        return True
+    return True
+
+
+class Store:
+    """Reads and writes runs, metrics, checkpoints, evals and events."""
+
+    def __init__(self, home: Path | str):
+        self.home = Path(home)
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.path = self.home / DB_FILENAME
+        self.db = connect(self.path)
+        try:
+            apply_schema(self.db)
+        except BaseException:
+            self.db.close()
+            raise
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # runs
+
+    def create_run(
+        self,
+        *,
+        profile: str,
+        command: str,
+        config: dict,
+        resumed_from: int | None = None,
+    ) -> int:
+        with self.db.atomic():
+            table = self.db["runs"].insert(
+                {
+                    "created": time.time(),
+                    "finished": None,
+                    "status": "running",
+                    "verdict": None,
+                    "profile": profile,
+                    "command": command,
+                    "config_json": json.dumps(config, sort_keys=True),
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "resumed_from": resumed_from,
+                    "message": None,
+                }
+            )
+        return table.last_pk
+
+    def finish_run(
+        self,
+        run_id: int,
+        *,
+        status: str,
+        verdict: str | None,
+        message: str | None = None,
+    ) -> None:
+        if status not in RUN_STATUSES or status == "running":
+            finished = [s for s in RUN_STATUSES if s != "running"]
+            raise ValueError(f"status must be one of {finished}, not {status!r}")
+        if verdict is not None and verdict not in VERDICTS:
+            raise ValueError(f"verdict must be None or one of {VERDICTS}, not {verdict!r}")
+        with self.db.atomic():
+            cursor = self.db.execute(
+                "UPDATE runs SET status = ?, verdict = ?, message = ?, finished = ? WHERE id = ?",
+                [status, verdict, message, time.time(), run_id],
+            )
+            if cursor.rowcount == 0:
+                raise ValueError(f"no run with id {run_id}")
+
+    def mark_crashed_runs(self) -> list[int]:
+        """Mark as crashed the running runs whose process on this host is gone."""
+        host = socket.gethostname()
+        running = self.db.query(
+            "SELECT id, pid FROM runs WHERE status = 'running' AND host = ? ORDER BY id",
+            [host],
+        )
+        dead = [(row["id"], row["pid"]) for row in running if not process_alive(row["pid"])]
+        now = time.time()
+        with self.db.atomic():
+            for run_id, pid in dead:
+                # the status test keeps a run that finished meanwhile as it is
+                self.db.execute(
+                    "UPDATE runs SET status = 'crashed', finished = ?, message = ? "
+                    "WHERE id = ? AND status = 'running'",
+                    [now, f"process {pid} ended without finishing the run", run_id],
+                )
+        return [run_id for run_id, _ in dead]
+
+    def get_run(self, run_id: int) -> dict | None:
+        return self._one("SELECT * FROM runs WHERE id = ?", [run_id])
+
+    def list_runs(self) -> list[dict]:
+        return list(self.db.query("SELECT * FROM runs ORDER BY id DESC"))
+
+    def latest_run(self, status: str | None = None) -> dict | None:
+        if status is None:
+            return self._one("SELECT * FROM runs ORDER BY id DESC LIMIT 1")
+        return self._one("SELECT * FROM runs WHERE status = ? ORDER BY id DESC LIMIT 1", [status])
+
+    # metrics and events
+
+    def insert_metrics(self, rows: list[dict]) -> None:
+        """Insert rows of run_id, step, phase, name, value and optional time."""
+        records = [metric_row(**row) for row in rows]
+        with self.db.atomic():
+            self.db["metrics"].insert_all(records)
+
+    def insert_events(self, rows: list[dict]) -> None:
+        """Insert rows of run_id, level, kind, message, optional data and time."""
+        records = [event_row(**row) for row in rows]
+        with self.db.atomic():
+            self.db["events"].insert_all(records)
+
+    def metrics(self, run_id: int, name: str | None = None) -> list[dict]:
+        if name is None:
+            return list(
+                self.db.query("SELECT * FROM metrics WHERE run_id = ? ORDER BY id", [run_id])
+            )
+        return list(
+            self.db.query(
+                "SELECT * FROM metrics WHERE run_id = ? AND name = ? ORDER BY id",
+                [run_id, name],
+            )
+        )
+
+    def metrics_after(self, run_id: int, cursor_id: int) -> list[dict]:
+        """Metrics with id above cursor_id, for a follower that polls."""
+        return list(
+            self.db.query(
+                "SELECT * FROM metrics WHERE run_id = ? AND id > ? ORDER BY id",
+                [run_id, cursor_id],
+            )
+        )
+
+    def events(self, run_id: int) -> list[dict]:
+        return list(self.db.query("SELECT * FROM events WHERE run_id = ? ORDER BY id", [run_id]))
+
+    # checkpoints
+
+    def add_checkpoint(
+        self,
+        run_id: int,
+        *,
+        step: int,
+        phase: str,
+        model: str,
+        path: Path,
+        sha256: str,
+        meta: dict | None = None,
+    ) -> int:
+        with self.db.atomic():
+            table = self.db["checkpoints"].insert(
+                {
+                    "run_id": run_id,
+                    "step": step,
+                    "phase": phase,
+                    "model": model,
+                    "path": self._relative_to_home(Path(path)),
+                    "sha256": sha256,
+                    "created": time.time(),
+                    "meta_json": json.dumps(meta or {}, sort_keys=True),
+                }
+            )
+        return table.last_pk
+
+    def checkpoint_path(self, checkpoint: dict) -> Path:
+        """The absolute file path of a checkpoint row."""
+        return self.home / checkpoint["path"]
+
+    def checkpoints(self, run_id: int) -> list[dict]:
+        return list(
+            self.db.query("SELECT * FROM checkpoints WHERE run_id = ? ORDER BY id", [run_id])
+        )
+
+    def get_checkpoint(self, checkpoint_id: int) -> dict | None:
+        return self._one("SELECT * FROM checkpoints WHERE id = ?", [checkpoint_id])
+
+    def latest_checkpoint(self, run_id: int, model: str | None = None) -> dict | None:
+        """The checkpoint with the highest step (the newest one on a tie)."""
+        if model is None:
+            return self._one(
+                "SELECT * FROM checkpoints WHERE run_id = ? ORDER BY step DESC, id DESC LIMIT 1",
+                [run_id],
+            )
+        return self._one(
+            "SELECT * FROM checkpoints WHERE run_id = ? AND model = ? "
+            "ORDER BY step DESC, id DESC LIMIT 1",
+            [run_id, model],
+        )
+
+    # evals
+
+    def add_evals(self, run_id: int, checkpoint_id: int | None, rows: list[dict]) -> None:
+        """Record gate results: each row has gate, value, threshold, passed, detail."""
+        now = time.time()
+        records = [
+            {
+                "run_id": run_id,
+                "checkpoint_id": checkpoint_id,
+                "created": now,
+                "gate": row["gate"],
+                "value": row["value"],
+                "threshold": None if row["threshold"] is None else str(row["threshold"]),
+                "passed": 1 if row["passed"] else 0,
+                "detail_json": _json_or_none(row.get("detail")),
+            }
+            for row in rows
+        ]
+        with self.db.atomic():
+            self.db["evals"].insert_all(records)
+
+    def evals(self, run_id: int) -> list[dict]:
+        return list(self.db.query("SELECT * FROM evals WHERE run_id = ? ORDER BY id", [run_id]))
+
+    # helpers
+
+    def _one(self, sql: str, params: list | None = None) -> dict | None:
+        return next(self.db.query(sql, params), None)
+
+    def _relative_to_home(self, path: Path) -> str:
+        # stored relative so a home can be moved or copied whole
+        if not path.is_absolute():
+            return path.as_posix()
+        try:
+            return path.resolve().relative_to(self.home.resolve()).as_posix()
+        except ValueError:
+            raise ValueError(f"checkpoint {path} is not inside home {self.home}") from None
