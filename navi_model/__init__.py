@@ -1,0 +1,1 @@
+"""navi's brain: models, data, training, diagnostics and gates. Imports neither navi_tui nor store."""

@@ -1,0 +1,1 @@
+"""The corpus: the intent catalog, the deterministic generator and the validating loader."""

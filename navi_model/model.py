@@ -1,0 +1,162 @@
+"""The transformer blocks of the brain, and the models as thin compositions of them.
+
+Every block is written with plain tensor ops and torch.nn, so autograd sees the whole chain
+(the failure log's M-032 was a framework norm that silently cut the gradient; the grad_flow
+gate checks every parameter anyway).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from navi_model.vocab import BYTE_VOCAB
+
+
+@dataclass
+class EncoderConfig:
+    vocab_size: int = BYTE_VOCAB  # the encoder reads raw bytes (M-026)
+    seq_len: int = 96  # bytes of context; the truncation gate checks the corpus fits
+    d_model: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    rope_base: float = 10000.0
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # normalise in float32 even under autocast: the mean of squares loses bits in bf16
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        return xf.type_as(x) * self.weight
+
+
+def rotary_tables(seq_len: int, head_dim: int, base: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim))
+    t = torch.arange(seq_len, device=device).float()
+    freqs = torch.outer(t, inv_freq)  # (T, hs/2)
+    return freqs.cos(), freqs.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # x: (B, nh, T, hs); rotate the two halves of each head as a pair
+    x1, x2 = x.chunk(2, dim=-1)
+    cos = cos[None, None, :, :].to(x.dtype)
+    sin = sin[None, None, :, :].to(x.dtype)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int):
+        super().__init__()
+        assert d_model % n_heads == 0, "d_model must be divisible by n_heads"
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.proj = nn.Linear(d_model, d_model, bias=False)
+
+    def forward(self, x, cos, sin, attn_mask: torch.Tensor | None = None, causal: bool = False):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        hs = C // self.n_heads
+        q = q.view(B, T, self.n_heads, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_heads, hs).transpose(1, 2)
+        v = v.view(B, T, self.n_heads, hs).transpose(1, 2)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal and attn_mask is None)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.proj(y)
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, d_model: int):
+        super().__init__()
+        # 8/3 keeps the parameter count of a 4x GELU MLP; round to a multiple of 8 for kernels
+        hidden = 8 * ((int(8 * d_model / 3) + 7) // 8)
+        self.gate = nn.Linear(d_model, hidden, bias=False)
+        self.up = nn.Linear(d_model, hidden, bias=False)
+        self.down = nn.Linear(hidden, d_model, bias=False)
+
+    def forward(self, x):
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+class Block(nn.Module):
+    def __init__(self, d_model: int, n_heads: int):
+        super().__init__()
+        self.attn_norm = RMSNorm(d_model)
+        self.attn = SelfAttention(d_model, n_heads)
+        self.mlp_norm = RMSNorm(d_model)
+        self.mlp = SwiGLU(d_model)
+
+    def forward(self, x, cos, sin, attn_mask=None, causal=False):
+        x = x + self.attn(self.attn_norm(x), cos, sin, attn_mask, causal)
+        x = x + self.mlp(self.mlp_norm(x))
+        return x
+
+
+class Encoder(nn.Module):
+    """Bidirectional encoder over LEFT-padded bytes; returns per-position states and a pooled vector.
+
+    RoPE makes attention depend on relative positions only, and pads are masked from the keys,
+    so a left-padded goal sees the same relations as an unpadded one.
+    """
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg.d_model, cfg.n_heads) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.d_model)
+        cos, sin = rotary_tables(cfg.seq_len, cfg.d_model // cfg.n_heads, cfg.rope_base)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    def forward(self, ids: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, T = ids.shape
+        cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+        # (B, 1, 1, T): every query may attend to every real key, none to a pad
+        key_mask = valid[:, None, None, :]
+        x = self.embed(ids)
+        for block in self.blocks:
+            x = block(x, cos, sin, attn_mask=key_mask)
+        x = self.norm(x)  # (B, T, C)
+        w = valid.unsqueeze(-1).to(x.dtype)
+        pooled = (x * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)  # (B, C)
+        return x, pooled
+
+
+class PolicyModel(nn.Module):
+    """Goal bytes -> one intent of the catalog."""
+
+    def __init__(self, cfg: EncoderConfig, n_intents: int):
+        super().__init__()
+        self.cfg = cfg
+        self.n_intents = n_intents
+        self.encoder = Encoder(cfg)
+        self.head = nn.Linear(cfg.d_model, n_intents)
+        self.apply(_init_weights)
+
+    def forward(self, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        _, pooled = self.encoder(ids, valid)
+        return self.head(pooled)  # (B, n_intents)
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

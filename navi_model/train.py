@@ -1,0 +1,169 @@
+"""The policy's training loop: helpers first, then one flat loop that steps, logs and saves.
+
+The hot path has no host sync: the loss and accuracy accumulate on the device and are read
+back once every `log_every` steps; coverage counts accumulate on the device too.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from navi_model.config import PolicyTrainConfig
+from navi_model.control import TrainingControl
+from navi_model.data import PolicyData
+from navi_model.events import CheckpointReady, EmitFn, LogLine, MetricsLogged
+from navi_model.model import PolicyModel
+
+
+def steps_for_coverage(n_unique: int, cfg: PolicyTrainConfig) -> int:
+    """Steps scale with the data (M-011): every unique goal seen passes_per_goal times on average."""
+    return max(1, math.ceil(cfg.passes_per_goal * n_unique / cfg.batch_size))
+
+
+def get_lr(step: int, total: int, cfg: PolicyTrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + 0.5 * (cfg.lr - floor) * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: PolicyTrainConfig, device: torch.device) -> torch.optim.AdamW:
+    # decay the matrices only: norms and biases stay as they are
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
+
+
+class EpochSampler:
+    """Batches from a fresh permutation per epoch, on the device: every goal is seen once per
+    epoch, so coverage grows evenly instead of leaving some goals unseen by chance."""
+
+    def __init__(self, n: int, batch_size: int, device: torch.device, seed: int):
+        self.n, self.batch_size, self.device = n, batch_size, device
+        self.gen = torch.Generator(device="cpu").manual_seed(seed)
+        self.perm = torch.empty(0, dtype=torch.long, device=device)
+        self.pos = 0
+
+    def next(self) -> torch.Tensor:
+        if self.pos + self.batch_size > self.perm.numel():
+            rest = self.perm[self.pos:]
+            fresh = torch.randperm(self.n, generator=self.gen).to(self.device, non_blocking=True)
+            self.perm, self.pos = torch.cat([rest, fresh]), 0
+        idx = self.perm[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return idx
+
+
+@dataclass
+class PolicyTrainResult:
+    steps: int  # steps actually taken
+    planned_steps: int
+    stopped: bool  # ended early by the control object
+    final_loss: float
+    coverage_min: float  # samples seen by the least-seen unique goal
+    coverage_mean: float
+    seconds: float
+
+
+def checkpoint_payload(model: PolicyModel, opt: torch.optim.Optimizer, step: int, extra: dict) -> dict:
+    """A plain dict (model, optimizer, model_args, step, ...): loads with weights_only=True."""
+    return {
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": opt.state_dict(),
+        "model_args": asdict(model.cfg),
+        "n_intents": model.n_intents,
+        "step": step,
+        **extra,
+    }
+
+
+def train_policy(
+    model: PolicyModel,
+    data: PolicyData,
+    cfg: PolicyTrainConfig,
+    *,
+    steps: int,
+    device: torch.device,
+    emit: EmitFn,
+    control: TrainingControl | None = None,
+    checkpoint_extra: dict | None = None,
+) -> PolicyTrainResult:
+    """Train for `steps` steps (fewer if the control object stops it); always ends with a checkpoint.
+
+    checkpoint_extra: plain values stored in the checkpoint beside the weights (intents, profile).
+    """
+    if device.type == "cpu":
+        # as the loss nears zero, gradients go denormal and CPU steps slow down several-fold
+        torch.set_flush_denormal(True)
+    model.to(device).train()
+    opt = make_optimizer(model, cfg, device)
+    sampler = EpochSampler(data.n, cfg.batch_size, device, cfg.seed)
+    use_bf16 = device.type == "cuda"
+    T = data.ids.shape[1]
+
+    loss_sum = torch.zeros((), device=device)
+    correct_sum = torch.zeros((), device=device)
+    seen = torch.zeros(data.n, device=device)
+    ones = torch.ones(cfg.batch_size, device=device)
+    window_steps, window_t0, t0 = 0, time.perf_counter(), time.perf_counter()
+    last_loss = float("nan")
+    stopped = False
+    emit(LogLine("info", "phase", f"policy: {steps} steps over {data.n_unique} unique goals, batch {cfg.batch_size}"))
+
+    step = 0
+    for step in range(steps):
+        if control is not None and control.checkpoint_between_steps():
+            stopped = True
+            break
+        last_step = step == steps - 1
+        lr = get_lr(step, steps, cfg)
+        for group in opt.param_groups:
+            group["lr"] = lr
+
+        idx = sampler.next()
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            logits = model(data.ids[idx], data.valid[idx])
+        loss = F.cross_entropy(logits.float(), data.labels[idx])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        # flush the gradients as soon as we can, no need for this memory anymore
+        opt.zero_grad(set_to_none=True)
+
+        loss_sum += loss.detach()
+        correct_sum += (logits.detach().argmax(-1) == data.labels[idx]).sum()
+        seen.index_add_(0, idx, ones[: idx.numel()])
+        window_steps += 1
+
+        if (step + 1) % cfg.log_every == 0 or last_step:
+            # the one host sync of the window
+            mean_loss, acc = (torch.stack([loss_sum / window_steps, correct_sum / (window_steps * cfg.batch_size)])).tolist()
+            now = time.perf_counter()
+            dt = max(now - window_t0, 1e-9)
+            emit(MetricsLogged(step + 1, "policy", {
+                "loss": mean_loss, "train_acc": acc, "lr": lr,
+                "tokens_per_s": window_steps * cfg.batch_size * T / dt,
+                "step_ms": 1000.0 * dt / window_steps,
+            }))
+            last_loss = mean_loss
+            loss_sum.zero_()
+            correct_sum.zero_()
+            window_steps, window_t0 = 0, now
+
+    steps_done = step + 1 if not stopped else step
+    if stopped and window_steps:
+        last_loss = (loss_sum / window_steps).item()
+    # coverage per unique goal: duplicates of the same text count together
+    per_goal = torch.zeros(data.n_unique, device=device).index_add_(0, data.goal_index, seen)
+    cov_min, cov_mean = per_goal.min().item(), per_goal.mean().item()
+    emit(MetricsLogged(steps_done, "policy", {"coverage_min": cov_min, "coverage_mean": cov_mean}))
+    emit(CheckpointReady(steps_done, "policy", "policy", f"policy_{steps_done:06d}",
+                         checkpoint_payload(model, opt, steps_done, checkpoint_extra or {})))
+    return PolicyTrainResult(steps_done, steps, stopped, last_loss, cov_min, cov_mean, time.perf_counter() - t0)
