@@ -1,0 +1,3 @@
+from navi_tui.cli import main
+
+raise SystemExit(main())

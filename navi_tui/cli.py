@@ -1,0 +1,174 @@
+"""navi-tui: the command line.
+
+exit 0: every gate passed; 1: a gate failed; 2: bad usage or bad input (a clear message naming
+what is wrong and where, and nothing half-written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad usage or bad input: printed as one line, exit 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from navi_model.config import PROFILES
+
+    ap = argparse.ArgumentParser(
+        prog="navi-tui",
+        description="Train, evaluate and roll back navi's brain; every known failure is a gate.",
+        epilog="exit 0: all gates pass; 1: a gate failed; 2: bad usage or bad input",
+    )
+    ap.add_argument("--home", type=Path, default=None,
+                    help="folder of the run store (default: $NAVI_HOME or ./navi_runs)")
+    ap.add_argument("--profile", default="tiny", choices=sorted(PROFILES), help="model and training sizes (default: tiny)")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                    help="where to train: auto takes a GPU when one is visible (default: auto)")
+    ap.add_argument("--no-ui", action="store_true", help="run headless: print progress and the gate table")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train a new run and judge it (the default command)")
+    train.add_argument("--steps", type=int, default=None,
+                       help="training steps (default: scaled from the data so every goal is seen often enough)")
+    train.add_argument("--data", type=Path, default=None, help="corpus folder in the bundled format (default: bundled)")
+
+    ev = sub.add_parser("eval", help="evaluate a stored run's checkpoint")
+    ev.add_argument("--run", type=int, default=None, help="run id (default: the newest run with a checkpoint)")
+    ev.add_argument("--checkpoint", type=int, default=None, help="checkpoint id (default: the run's newest)")
+    ev.add_argument("--bench", type=Path, action="append", default=[], metavar="FILE.jsonl",
+                    help="bench file of any kind in the bundled format; repeatable (default: the run's benches)")
+    ev.add_argument("--json", action="store_true", help="print one JSON document")
+
+    runs = sub.add_parser("runs", help="list the runs in the store")
+    runs.add_argument("--json", action="store_true", help="print one JSON document")
+    return ap
+
+
+def resolve_home(arg: Path | None) -> Path:
+    if arg is not None:
+        return arg
+    return Path(os.environ.get("NAVI_HOME") or "navi_runs")
+
+
+def resolve_device(name: str):
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is visible to torch")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def existing_store(home: Path):
+    """Open a store that must already exist: reading commands never create one."""
+    from store import Store
+
+    if not (home / "navi.db").is_file():
+        raise UsageError(f"no run store at {home} (expected {home / 'navi.db'}); train a run first or pass --home")
+    return Store(home)
+
+
+def cmd_train(args) -> int:
+    from navi_model.assets import corpus_dir
+    from navi_model.config import get_profile
+    from navi_model.control import TrainingControl
+    from navi_model.corpus.load import load_corpus
+    from navi_tui.report import ProgressPrinter, print_gate_table
+    from navi_tui.training_run import train_run
+
+    if args.steps is not None and args.steps < 1:
+        raise UsageError(f"--steps must be at least 1, got {args.steps}")
+    profile = get_profile(args.profile)
+    device = resolve_device(args.device)
+    corpus = load_corpus(args.data if args.data is not None else corpus_dir())  # CorpusError -> exit 2
+
+    control = TrainingControl()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_interrupt(signum, frame):
+        # first ctrl-c: stop at the next step boundary and judge what we have; second: abort
+        print("\nstopping after this step (ctrl-c again to abort)", flush=True)
+        control.stop()
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        from navi_model.train import steps_for_coverage
+
+        total = args.steps or steps_for_coverage(len({g["goal"] for g in corpus.goals}), profile.policy_train)
+        outcome = train_run(corpus, profile, home=resolve_home(args.home), device=device, steps=args.steps,
+                            control=control, progress=ProgressPrinter(total))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    print_gate_table(outcome.gates)
+    print(f"run {outcome.run_id} ({outcome.status}), checkpoint {outcome.checkpoint_id}, "
+          f"{outcome.steps} steps in {outcome.seconds:.0f}s; store {resolve_home(args.home) / 'navi.db'}")
+    return EXIT_OK if outcome.ok else EXIT_GATE_FAILED
+
+
+def cmd_eval(args) -> int:
+    from navi_tui.evaluation import evaluate_run
+    from navi_tui.report import gates_document, print_gate_table
+
+    device = resolve_device(args.device)
+    with existing_store(resolve_home(args.home)) as store:
+        outcome = evaluate_run(store, run_id=args.run, checkpoint_id=args.checkpoint, bench_files=args.bench,
+                               device=device)
+    if args.json:
+        print(gates_document(outcome.run_id, outcome.checkpoint_id, outcome.gates))
+    else:
+        print(f"run {outcome.run_id}, checkpoint {outcome.checkpoint_id}")
+        print_gate_table(outcome.gates)
+    return EXIT_OK if all(g.passed for g in outcome.gates) else EXIT_GATE_FAILED
+
+
+def cmd_runs(args) -> int:
+    from navi_tui.report import print_runs, runs_document
+
+    home = resolve_home(args.home)
+    if not (home / "navi.db").is_file():
+        runs = []
+    else:
+        with existing_store(home) as store:
+            runs = store.list_runs()
+    if args.json:
+        print(runs_document(runs))
+    else:
+        print_runs(runs)
+    return EXIT_OK
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "runs": cmd_runs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)  # bad usage: argparse prints it and exits 2
+    if args.command is None:
+        args = parser.parse_args([*argv, "train"])
+
+    if not args.no_ui:
+        print("navi-tui: the console is not built yet; run headless with --no-ui "
+              "(for example: navi-tui --no-ui train)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    from navi_model.corpus.load import CorpusError
+    from navi_model.vocab import TruncationError, VocabRangeError
+    from store import CheckpointError
+    from navi_tui.evaluation import EvalUsageError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (UsageError, CorpusError, CheckpointError, EvalUsageError, TruncationError, VocabRangeError) as e:
+        print(f"navi-tui: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT

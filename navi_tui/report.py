@@ -1,0 +1,76 @@
+"""What the headless mode prints: progress lines, the gate table, the run list, JSON documents."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import TextIO
+
+from navi_model.events import Event, LogLine, MetricsLogged
+from navi_model.gates import GateVerdict, all_passed
+
+
+class ProgressPrinter:
+    """Prints a line per logged metrics window: step, loss, accuracy, speed and ETA."""
+
+    def __init__(self, total_steps: int, out: TextIO | None = None):
+        self.total, self.out = total_steps, out
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, MetricsLogged) and "loss" in event.values:
+            v = event.values
+            eta = (self.total - event.step) * v.get("step_ms", 0.0) / 1000.0
+            print(f"{event.phase:<7} step {event.step:>6}/{self.total}  loss {v['loss']:.4f}  "
+                  f"acc {v.get('train_acc', float('nan')):.3f}  {v.get('tokens_per_s', 0) / 1000:.1f}k tok/s  "
+                  f"ETA {eta:.0f}s", file=self.out or sys.stdout, flush=True)
+        elif isinstance(event, LogLine):
+            print(f"[{event.level}] {event.message}", file=self.out or sys.stdout, flush=True)
+
+
+def _fmt_value(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4g}" if v != int(v) else f"{int(v)}"
+
+
+def print_gate_table(gates: list[GateVerdict], out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    width = max([len(g.name) for g in gates] + [4])
+    print(f"{'gate':<{width}}  {'value':>8}  {'threshold':<10}  {'result':<6}  detail", file=out)
+    for g in gates:
+        print(f"{g.name:<{width}}  {_fmt_value(g.value):>8}  {g.threshold_text:<10}  "
+              f"{'PASS' if g.passed else 'FAIL':<6}  {g.summary}", file=out)
+    n_pass = sum(g.passed for g in gates)
+    verdict = "PASS" if all_passed(gates) else "FAIL"
+    print(f"verdict: {verdict} ({n_pass}/{len(gates)} gates passed)", file=out, flush=True)
+
+
+def gates_document(run_id: int, checkpoint_id: int | None, gates: list[GateVerdict]) -> str:
+    return json.dumps({
+        "run_id": run_id,
+        "checkpoint_id": checkpoint_id,
+        "ok": all_passed(gates),
+        "gates": [{"name": g.name, "value": g.value, "threshold": g.threshold_text, "passed": g.passed,
+                   "summary": g.summary} for g in gates],
+    }, indent=2)
+
+
+def _when(t: float | None) -> str:
+    return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def print_runs(runs: list[dict], out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    if not runs:
+        print("no runs yet", file=out)
+        return
+    print(f"{'id':>4}  {'created':<19}  {'status':<9}  {'verdict':<7}  {'profile':<8}  message", file=out)
+    for r in runs:
+        print(f"{r['id']:>4}  {_when(r['created']):<19}  {r['status']:<9}  {r['verdict'] or '-':<7}  "
+              f"{r['profile'] or '-':<8}  {r['message'] or ''}", file=out)
+
+
+def runs_document(runs: list[dict]) -> str:
+    keys = ("id", "status", "verdict", "profile", "command", "created", "finished", "message", "resumed_from")
+    return json.dumps({"runs": [{k: r.get(k) for k in keys} for r in runs]}, indent=2)

@@ -1,0 +1,195 @@
+"""The headless command line: exit codes, the store it leaves, bad input, eval, runs.
+
+    python -m pytest tests/test_cli.py -q
+
+Short runs (--steps 20) fail their gates on purpose: they exercise the whole path, from
+corpus to stored verdict, in seconds. The full green run is the last step of .ci/run.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from navi_model.assets import corpus_dir
+from navi_tui.cli import main
+from store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def navi(*args):
+    return main([*map(str, args)])
+
+
+@pytest.fixture(scope="module")
+def trained_home(tmp_path_factory):
+    """A store holding one short run (20 steps: it fails its gates, which is what we want here)."""
+    home = tmp_path_factory.mktemp("home")
+    assert navi("--home", home, "--no-ui", "--profile", "tiny", "train", "--steps", 20) == 1
+    return home
+
+
+def test_short_run_is_recorded_whole(trained_home):
+    with Store(trained_home) as store:
+        (run,) = store.list_runs()
+        assert (run["status"], run["verdict"], run["profile"]) == ("completed", "fail", "tiny")
+        config = json.loads(run["config_json"])
+        assert config["steps"] == 20 and config["steps_from"] == "--steps"
+        assert config["profile"]["gates"]["policy_bench"] == 1.0
+        losses = store.metrics(run["id"], "loss")
+        assert [m["step"] for m in losses] == [20]  # log_every=25: only the last step is read back
+        (ckpt,) = store.checkpoints(run["id"])
+        path = store.checkpoint_path(ckpt)
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == ckpt["sha256"]
+        gates = {e["gate"]: e for e in store.evals(run["id"])}
+        assert set(gates) == {"truncation", "coverage", "policy_bench", "paraphrase_bench"}
+        assert gates["truncation"]["passed"] == 1
+        assert gates["coverage"]["passed"] == 0  # 20 steps of 64 cannot show 2640 goals 3 times
+        items = json.loads(gates["policy_bench"]["detail_json"])["items"]
+        assert len(items) == 64 and {"goal", "expected", "predicted", "correct"} <= set(items[0])
+
+
+def test_eval_json_prints_one_document(trained_home, capsys):
+    capsys.readouterr()
+    assert navi("--home", trained_home, "--no-ui", "eval", "--json") == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["run_id"] == 1 and doc["ok"] is False
+    assert [g["name"] for g in doc["gates"]] == ["policy_bench", "paraphrase_bench"]
+    assert set(doc["gates"][0]) == {"name", "value", "threshold", "passed", "summary"}
+
+
+def test_eval_takes_a_user_bench(trained_home, tmp_path, capsys):
+    bench = tmp_path / "mine.jsonl"
+    bench.write_text('{"kind": "paraphrase", "goal": "check the build", "intent": "check"}\n')
+    capsys.readouterr()
+    code = navi("--home", trained_home, "--no-ui", "eval", "--bench", bench, "--json")
+    doc = json.loads(capsys.readouterr().out)
+    assert [g["name"] for g in doc["gates"]] == ["paraphrase_bench[mine.jsonl]"]
+    assert code == (0 if doc["gates"][0]["passed"] else 1)
+    with Store(trained_home) as store:
+        assert any(e["gate"] == "paraphrase_bench[mine.jsonl]" for e in store.evals(1))
+
+
+@pytest.mark.parametrize("content,message", [
+    ('{"kind": "policy", "goal": "hi", "intent": "teleport"}\n', "bad.jsonl:1: field 'intent': unknown intent 'teleport'"),
+    ('{"kind": "policy", "goal": "hi"\n', "bad.jsonl:1: not valid JSON"),
+    ('{"kind": "plan", "goal": "build it", "plan": ["build"]}\n', "needs the planner"),
+])
+def test_eval_bad_bench_exits_2(trained_home, tmp_path, capsys, content, message):
+    bench = tmp_path / "bad.jsonl"
+    bench.write_text(content)
+    assert navi("--home", trained_home, "--no-ui", "eval", "--bench", bench) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_eval_refuses_a_corrupt_checkpoint(trained_home, tmp_path, capsys):
+    home = tmp_path / "copy"
+    shutil.copytree(trained_home, home)
+    with Store(home) as store:
+        path = store.checkpoint_path(store.checkpoints(1)[0])
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert navi("--home", home, "--no-ui", "eval") == 2
+    assert "checksum mismatch" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["eval", "--run", "99"], "no run 99"),
+    (["eval", "--checkpoint", "99"], "no checkpoint 99"),
+])
+def test_eval_unknown_ids_exit_2(trained_home, capsys, args, message):
+    assert navi("--home", trained_home, "--no-ui", *args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_runs_json(trained_home, capsys):
+    capsys.readouterr()
+    assert navi("--home", trained_home, "--no-ui", "runs", "--json") == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [(r["id"], r["status"], r["verdict"]) for r in doc["runs"]] == [(1, "completed", "fail")]
+
+
+def test_runs_on_an_empty_home(tmp_path, capsys):
+    assert navi("--home", tmp_path / "none", "--no-ui", "runs") == 0
+    assert "no runs yet" in capsys.readouterr().out
+    assert not (tmp_path / "none").exists()  # reading never creates a store
+
+
+def test_broken_corpus_line_exits_2_and_leaves_the_store_unchanged(trained_home, tmp_path, capsys):
+    data = tmp_path / "corpus"
+    shutil.copytree(corpus_dir(), data)
+    lines = (data / "goals.jsonl").read_text().splitlines()
+    lines[41] = '{"goal": "build it", "intent": 7}'
+    (data / "goals.jsonl").write_text("\n".join(lines) + "\n")
+
+    before = {p.name: p.read_bytes() for p in trained_home.iterdir() if p.is_file()}
+    assert navi("--home", trained_home, "--no-ui", "train", "--data", data) == 2
+    err = capsys.readouterr().err
+    assert f"{data / 'goals.jsonl'}:42: field 'intent': expected str, got int 7" in err
+    assert "Traceback" not in err
+    after = {p.name: p.read_bytes() for p in trained_home.iterdir() if p.is_file()}
+    assert after == before
+
+    fresh = tmp_path / "fresh_home"
+    assert navi("--home", fresh, "--no-ui", "train", "--data", data) == 2
+    assert not fresh.exists()
+
+
+def test_an_unfinished_run_of_a_dead_process_is_marked_crashed(tmp_path):
+    home = tmp_path / "home"
+    # a process that starts a run and dies without finishing it
+    code = ("import os, sys; from store import Store; s = Store(sys.argv[1]); "
+            "s.create_run(profile='tiny', command='train', config={}); os._exit(9)")
+    subprocess.run([sys.executable, "-c", code, str(home)], cwd=REPO, check=False,
+                   env={**os.environ, "PYTHONPATH": str(REPO)})
+    with Store(home) as store:
+        assert store.get_run(1)["status"] == "running"
+    assert navi("--home", home, "--no-ui", "train", "--steps", 2) == 1
+    with Store(home) as store:
+        assert store.get_run(1)["status"] == "crashed"
+        assert store.get_run(2)["status"] == "completed"
+
+
+def test_preflight_truncation_fails_before_training(tmp_path, capsys):
+    data = tmp_path / "corpus"
+    shutil.copytree(corpus_dir(), data)
+    with open(data / "goals.jsonl", "a") as f:
+        f.write(json.dumps({"goal": "please " * 14 + "build the whole project", "intent": "build"}) + "\n")
+    home = tmp_path / "home"
+    assert navi("--home", home, "--no-ui", "train", "--data", data) == 1
+    out = capsys.readouterr().out
+    assert "truncation" in out and "FAIL" in out and "1 too long" in out
+    with Store(home) as store:
+        run = store.get_run(1)
+        assert (run["verdict"], run["message"]) == ("fail", "preflight gate failed; not trained")
+        assert store.checkpoints(1) == [] and store.metrics(1) == []
+
+
+def test_no_ui_flag_is_required_until_the_console_exists(capsys):
+    assert navi("train") == 2
+    assert "--no-ui" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args", [["--no-ui", "fly"], ["--no-ui", "--profile", "huge", "train"],
+                                  ["--no-ui", "train", "--steps", "many"]])
+def test_bad_usage_exits_2(args):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2
+
+
+def test_steps_must_be_positive(tmp_path, capsys):
+    assert navi("--home", tmp_path, "--no-ui", "train", "--steps", 0) == 2
+    assert "--steps must be at least 1" in capsys.readouterr().err
+
+
+def test_eval_without_a_store_exits_2(tmp_path, capsys):
+    assert navi("--home", tmp_path / "nothing", "--no-ui", "eval") == 2
+    assert "no run store at" in capsys.readouterr().err

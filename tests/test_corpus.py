@@ -1,0 +1,168 @@
+"""The bundled corpus and its loader.
+
+    python -m pytest tests/test_corpus.py -q
+"""
+
+import json
+import shutil
+
+import pytest
+
+from navi_model.assets import corpus_dir
+from navi_model.corpus.generate import write_corpus
+from navi_model.corpus.load import CorpusError, load_bench, load_corpus
+
+REQUIRED_INTENTS = {
+    "build", "test", "check", "lint", "format", "docs_lint", "git_status", "git_diff", "git_log",
+    "file_read", "file_search", "memory_add", "memory_search", "gpu_status", "disk_usage", "greet", "help",
+    "train", "eval",
+}
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return load_corpus(corpus_dir())
+
+
+def test_regeneration_is_byte_identical(tmp_path):
+    written = write_corpus(tmp_path)
+    assert sorted(p.name for p in written) == sorted(p.name for p in corpus_dir().glob("*.jsonl"))
+    for path in written:
+        assert path.read_bytes() == (corpus_dir() / path.name).read_bytes(), f"{path.name} differs"
+
+
+def test_catalog_has_the_required_intents(corpus):
+    names = set(corpus.intent_names)
+    assert len(names) >= 20
+    assert REQUIRED_INTENTS <= names
+    meta = {i.name for i in corpus.intents if i.meta}
+    assert meta == {"train", "eval"}
+    assert not any(i.action for i in corpus.intents if i.meta)
+
+
+def test_bench_sizes(corpus):
+    assert len(corpus.benches["policy"].items) == 64
+    assert len(corpus.benches["plan"].items) == 21
+    assert 45 <= len(corpus.benches["gallery"].items) <= 55
+    assert any(len(it["plan"]) >= 2 for it in corpus.benches["plan"].items)  # composite goals
+
+
+def test_check_the_build_is_a_must_pass_paraphrase_of_check(corpus):
+    para = {it["goal"]: it["intent"] for it in corpus.benches["paraphrase"].items}
+    assert para["check the build"] == "check"
+    assert para["remember that the build is flaky"] == "memory_add"
+
+
+def test_bench_lines_are_not_training_lines(corpus):
+    train_goals = {g["goal"] for g in corpus.goals} | {p["goal"] for p in corpus.plans}
+    train_prompts = {d["prompt"] for d in corpus.dialogues}
+    for kind in ("policy", "paraphrase", "plan"):
+        leaked = [it["goal"] for it in corpus.benches[kind].items if it["goal"] in train_goals]
+        assert leaked == [], kind
+    # a gallery line is its prompt with its memory; a memory-free prompt must be new
+    leaked = [it["prompt"] for it in corpus.benches["gallery"].items if not it["memory"] and it["prompt"] in train_prompts]
+    assert leaked == []
+
+
+def test_every_must_pass_core_is_trained_under_other_wrappers(corpus):
+    # M-019: the paraphrase itself is held out, but its core is trained
+    train_goals = [g["goal"] for g in corpus.goals]
+    for it in corpus.benches["paraphrase"].items:
+        assert it["goal"] not in train_goals
+        assert sum(it["goal"] in g for g in train_goals) >= 3, it["goal"]
+
+
+def test_some_dialogues_carry_memory(corpus):
+    assert sum(d["turn"] > 0 for d in corpus.dialogues) > 100
+
+
+def test_plans_never_contain_meta_intents(corpus):
+    meta = {i.name for i in corpus.intents if i.meta}
+    assert not any(set(p["plan"]) & meta for p in corpus.plans)
+
+
+# --- the loader's errors: file, line and field, for every kind of bad line
+
+@pytest.fixture
+def copy(tmp_path):
+    dest = tmp_path / "corpus"
+    shutil.copytree(corpus_dir(), dest)
+    return dest
+
+
+def replace_line(path, line_no, text: bytes):
+    lines = path.read_bytes().split(b"\n")
+    lines[line_no - 1] = text
+    path.write_bytes(b"\n".join(lines))
+
+
+@pytest.mark.parametrize("file,line,text,field,message", [
+    ("goals.jsonl", 3, b'{"goal": "build it", "intent": ', None, "not valid JSON"),
+    ("goals.jsonl", 5, b'{"goal": "build it"}', "intent", "missing"),
+    ("goals.jsonl", 7, b'{"goal": 42, "intent": "build"}', "goal", "expected str, got int 42"),
+    ("goals.jsonl", 9, b'{"goal": "   ", "intent": "build"}', "goal", "must not be empty"),
+    ("goals.jsonl", 11, b'{"goal": "deploy now", "intent": "deploy"}', "intent", "unknown intent 'deploy'"),
+    ("goals.jsonl", 2, b'{"goal": "x", "intent": "build", "weight": 2}', "weight", "unknown field"),
+    ("goals.jsonl", 4, b'["build it", "build"]', None, "expected a JSON object, got list"),
+    ("goals.jsonl", 6, b'{"goal": "caf\xe9", "intent": "build"}', None, "not valid UTF-8"),
+    ("plans.jsonl", 8, b'{"goal": "train and then test", "plan": ["train", "test"]}', "plan[0]", "cannot be a plan step"),
+    ("plans.jsonl", 8, b'{"goal": "x", "plan": []}', "plan", "must not be an empty list"),
+    ("dialogues.jsonl", 1, b'{"conversation": "c0000", "turn": 1, "prompt": "a", "response": "b"}', "turn", "expects turn 0"),
+    ("dialogues.jsonl", 1, b'{"conversation": "c0000", "turn": true, "prompt": "a", "response": "b"}', "turn", "expected int"),
+    ("bench_policy.jsonl", 10, b'{"kind": "policy", "goal": "hi", "intent": "teleport"}', "intent", "unknown intent"),
+    ("bench_policy.jsonl", 12, b'{"kind": "plan", "goal": "hi", "plan": ["build"]}', "kind", "expected 'policy'"),
+    ("gallery.jsonl", 3, b'{"kind": "gallery", "prompt": "hi", "reference": "Hello.", "memory": [{"prompt": "x"}]}',
+     "memory[0].response", "expected a non-empty string"),
+    ("intents.jsonl", 2, b'{"intent": "build", "description": "again", "meta": false, "action": true}', "intent",
+     "duplicate intent"),
+])
+def test_loader_error_names_file_line_and_field(copy, file, line, text, field, message):
+    replace_line(copy / file, line, text)
+    with pytest.raises(CorpusError) as err:
+        load_corpus(copy)
+    e = err.value
+    assert (e.path, e.line, e.field) == (str(copy / file), line, field)
+    assert f"{copy / file}:{line}: " in str(e)
+    assert message in str(e)
+
+
+def test_conflicting_labels_for_one_goal(copy):
+    first = json.loads((copy / "goals.jsonl").read_text().splitlines()[0])
+    replace_line(copy / "goals.jsonl", 40, json.dumps({"goal": first["goal"], "intent": "greet"}).encode())
+    with pytest.raises(CorpusError, match=r"goals.jsonl:40: field 'goal': .* labelled 'greet' here and '\w+' on line 1"):
+        load_corpus(copy)
+
+
+def test_huge_line(copy):
+    replace_line(copy / "goals.jsonl", 2, b'{"goal": "' + b"a" * 70_000 + b'", "intent": "build"}')
+    with pytest.raises(CorpusError, match=r"goals.jsonl:2: line of 70031 bytes is longer than the limit"):
+        load_corpus(copy)
+
+
+def test_empty_and_missing_files(copy):
+    (copy / "plans.jsonl").write_bytes(b"\n\n")
+    with pytest.raises(CorpusError, match=r"plans.jsonl: file has no records"):
+        load_corpus(copy)
+    (copy / "plans.jsonl").unlink()
+    with pytest.raises(CorpusError, match=r"plans.jsonl: file not found"):
+        load_corpus(copy)
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(CorpusError, match="corpus folder not found"):
+        load_corpus(tmp_path / "nope")
+
+
+def test_a_bench_of_each_kind_loads_on_its_own(corpus):
+    for kind, name in (("policy", "bench_policy.jsonl"), ("paraphrase", "bench_paraphrase.jsonl"),
+                       ("plan", "bench_plan.jsonl"), ("gallery", "gallery.jsonl")):
+        bench = load_bench(corpus_dir() / name, corpus.intents)
+        assert bench.kind == kind and bench.items
+
+
+def test_a_bench_file_mixing_kinds_is_refused(tmp_path, corpus):
+    path = tmp_path / "mixed.jsonl"
+    path.write_text('{"kind": "policy", "goal": "hi", "intent": "greet"}\n'
+                    '{"kind": "plan", "goal": "build it", "plan": ["build"]}\n')
+    with pytest.raises(CorpusError, match=r"mixed.jsonl:2: field 'kind': one bench file holds one kind"):
+        load_bench(path, corpus.intents)
