@@ -10,6 +10,7 @@ import argparse
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 EXIT_OK, EXIT_GATE_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -43,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate a stored run's checkpoint")
     ev.add_argument("--run", type=int, default=None, help="run id (default: the newest run with a checkpoint)")
     ev.add_argument("--checkpoint", type=int, default=None, help="checkpoint id (default: the run's newest)")
-    ev.add_argument("--bench", type=Path, action="append", default=[], metavar="FILE.jsonl",
-                    help="bench file of any kind in the bundled format; repeatable (default: the run's benches)")
+    ev.add_argument("--bench", type=Path, action="extend", nargs="+", default=[], metavar="FILE.jsonl",
+                    help="bench files of any kind in the bundled format (default: the run's benches)")
     ev.add_argument("--json", action="store_true", help="print one JSON document")
 
     runs = sub.add_parser("runs", help="list the runs in the store")
@@ -151,6 +152,8 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "runs": cmd_runs}
 
 
 def main(argv: list[str] | None = None) -> int:
+    # torch's CPU wheel does not need numpy, but says so on import; navi never hands it arrays
+    warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)  # bad usage: argparse prints it and exits 2
