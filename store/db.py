@@ -71,7 +71,8 @@ class Store:
     """Reads and writes runs, metrics, checkpoints, evals and events."""
 
     def __init__(self, home: Path | str):
-        self.home = Path(home)
+        # absolute, so every path derived from it means the same whatever the working folder
+        self.home = Path(home).resolve()
         self.home.mkdir(parents=True, exist_ok=True)
         self.path = self.home / DB_FILENAME
         self.db = connect(self.path)
@@ -290,9 +291,8 @@ class Store:
         return next(self.db.query(sql, params), None)
 
     def _relative_to_home(self, path: Path) -> str:
-        # stored relative so a home can be moved or copied whole
-        if not path.is_absolute():
-            return path.as_posix()
+        # stored relative so a home can be moved or copied whole; a relative path given here
+        # is relative to the working folder, like every other path a caller holds
         try:
             return path.resolve().relative_to(self.home.resolve()).as_posix()
         except ValueError:

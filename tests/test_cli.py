@@ -193,3 +193,23 @@ def test_steps_must_be_positive(tmp_path, capsys):
 def test_eval_without_a_store_exits_2(tmp_path, capsys):
     assert navi("--home", tmp_path / "nothing", "--no-ui", "eval") == 2
     assert "no run store at" in capsys.readouterr().err
+
+
+def test_an_unusable_home_exits_2(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert navi("--home", blocker / "home", "--no-ui", "train", "--steps", 1) == 2
+    assert "cannot open the run store" in capsys.readouterr().err
+
+
+def test_a_relative_home_finds_its_checkpoints(tmp_path, monkeypatch, capsys):
+    # the default home is ./navi_runs: checkpoint paths must not depend on the working folder
+    monkeypatch.chdir(tmp_path)
+    assert navi("--home", "navi_runs", "--no-ui", "train", "--steps", 2) == 1
+    with Store(tmp_path / "navi_runs") as store:
+        (ckpt,) = store.checkpoints(1)
+        assert ckpt["path"] == "checkpoints/run_0001/policy_000002.pt"
+    monkeypatch.chdir(tmp_path / "navi_runs")  # a different working folder, the same store
+    capsys.readouterr()
+    assert navi("--home", ".", "--no-ui", "eval", "--json") == 1
+    assert json.loads(capsys.readouterr().out)["checkpoint_id"] == 1
