@@ -69,22 +69,13 @@ def resolve_device(name: str):
     return torch.device(name)
 
 
-def existing_store(home: Path):
-    """Open a store that must already exist: reading commands never create one."""
-    from store import Store
-
-    if not (home / "navi.db").is_file():
-        raise UsageError(f"no run store at {home} (expected {home / 'navi.db'}); train a run first or pass --home")
-    return Store(home)
-
-
 def cmd_train(args) -> int:
     from navi_model.assets import corpus_dir
     from navi_model.config import get_profile
     from navi_model.control import TrainingControl
     from navi_model.corpus.load import load_corpus
     from navi_tui.report import ProgressPrinter, print_gate_table
-    from navi_tui.training_run import train_run
+    from navi_tui.training_run import planned_steps, train_run
 
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps must be at least 1, got {args.steps}")
@@ -103,11 +94,9 @@ def cmd_train(args) -> int:
 
     signal.signal(signal.SIGINT, on_interrupt)
     try:
-        from navi_model.train import steps_for_coverage
-
-        total = args.steps or steps_for_coverage(len({g["goal"] for g in corpus.goals}), profile.policy_train)
+        progress = ProgressPrinter(planned_steps(corpus, profile, args.steps))
         outcome = train_run(corpus, profile, home=resolve_home(args.home), device=device, steps=args.steps,
-                            control=control, progress=ProgressPrinter(total))
+                            control=control, progress=progress)
     finally:
         signal.signal(signal.SIGINT, previous)
     print_gate_table(outcome.gates)
@@ -118,10 +107,11 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from navi_tui.evaluation import evaluate_run
+    from navi_tui.home import open_store
     from navi_tui.report import gates_document, print_gate_table
 
     device = resolve_device(args.device)
-    with existing_store(resolve_home(args.home)) as store:
+    with open_store(resolve_home(args.home), create=False) as store:
         outcome = evaluate_run(store, run_id=args.run, checkpoint_id=args.checkpoint, bench_files=args.bench,
                                device=device)
     if args.json:
@@ -133,13 +123,14 @@ def cmd_eval(args) -> int:
 
 
 def cmd_runs(args) -> int:
+    from navi_tui.home import open_store
     from navi_tui.report import print_runs, runs_document
 
     home = resolve_home(args.home)
     if not (home / "navi.db").is_file():
         runs = []
     else:
-        with existing_store(home) as store:
+        with open_store(home, create=False) as store:
             runs = store.list_runs()
     if args.json:
         print(runs_document(runs))
@@ -169,9 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     from navi_model.vocab import TruncationError, VocabRangeError
     from store import CheckpointError
     from navi_tui.evaluation import EvalUsageError
+    from navi_tui.home import HomeError
 
     try:
         return COMMANDS[args.command](args)
-    except (UsageError, CorpusError, CheckpointError, EvalUsageError, TruncationError, VocabRangeError) as e:
+    except (UsageError, HomeError, CorpusError, CheckpointError, EvalUsageError, TruncationError,
+            VocabRangeError) as e:
         print(f"navi-tui: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

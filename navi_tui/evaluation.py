@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from navi_model.config import GateThresholds, get_profile
 from navi_model.corpus.load import BUNDLED_BENCHES, Bench, Intent, load_bench
 from navi_model.evaluate import policy_from_payload, run_intent_bench
 from navi_model.gates import GateVerdict, bench_gate
@@ -52,7 +53,9 @@ def evaluate_run(store: Store, *, run_id: int | None, checkpoint_id: int | None,
                  device: torch.device) -> EvalOutcome:
     run, ckpt = _pick_checkpoint(store, run_id, checkpoint_id)
     config = json.loads(run["config_json"] or "{}")
-    thresholds = config.get("profile", {}).get("gates", {})
+    # judge by the thresholds the run was trained under, else by its profile's current ones
+    recorded = config.get("profile", {}).get("gates")
+    thresholds = GateThresholds(**recorded) if recorded else get_profile(run["profile"]).gates
     # CheckpointError (missing, checksum, unsafe) propagates: the CLI turns it into exit 2
     payload = load_checkpoint(store.checkpoint_path(ckpt), ckpt["sha256"])
     intents = [Intent(i["name"], i["description"], i["meta"], i["action"]) for i in payload["intents"]]
@@ -74,7 +77,7 @@ def evaluate_run(store: Store, *, run_id: int | None, checkpoint_id: int | None,
             raise EvalUsageError(f"{bench.path}: a {bench.kind} bench needs the "
                                  f"{'planner' if bench.kind == 'plan' else 'talker'}, which run {run['id']} does not have")
         items = run_intent_bench(model, bench, names, device)
-        gates.append(bench_gate(name, items, thresholds.get(f"{bench.kind}_bench", 1.0)))
+        gates.append(bench_gate(name, items, getattr(thresholds, f"{bench.kind}_bench")))
     store.add_evals(run["id"], ckpt["id"], [
         {"gate": g.name, "value": g.value, "threshold": g.threshold_text, "passed": g.passed,
          "detail": {"summary": g.summary, "items": g.detail, "command": "eval"}} for g in gates])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from typing import TextIO
@@ -31,7 +32,9 @@ class ProgressPrinter:
 def _fmt_value(v: float | None) -> str:
     if v is None:
         return "-"
-    return f"{v:.4g}" if v != int(v) else f"{int(v)}"
+    if not math.isfinite(v) or v != int(v):
+        return f"{v:.4g}"
+    return f"{int(v)}"
 
 
 def print_gate_table(gates: list[GateVerdict], out: TextIO | None = None) -> None:

@@ -25,8 +25,9 @@ from navi_model.gates import GateVerdict, all_passed, bench_gate, coverage_gate,
 from navi_model.model import PolicyModel, count_params
 from navi_model.train import steps_for_coverage, train_policy
 from navi_model.vocab import text_bytes
-from store import Store, StoreWriter
+from store import StoreWriter
 
+from navi_tui.home import open_store
 from navi_tui.recorder import RunRecorder
 
 
@@ -63,6 +64,13 @@ def preflight_gates(corpus: Corpus, profile: Profile) -> list[GateVerdict]:
     return [truncation_gate(lengths, profile.policy.seq_len, profile.gates.max_truncated)]
 
 
+def planned_steps(corpus: Corpus, profile: Profile, steps: int | None = None) -> int:
+    """--steps if given, else enough steps for every unique goal to be seen often enough (M-011)."""
+    if steps is not None:
+        return steps
+    return steps_for_coverage(len({g["goal"] for g in corpus.goals}), profile.policy_train)
+
+
 def fanout(*sinks: EmitFn) -> EmitFn:
     def emit(event: Event) -> None:
         for sink in sinks:
@@ -83,8 +91,7 @@ def train_run(
 ) -> TrainOutcome:
     out = out or sys.stdout
     intents = corpus.intent_names
-    planned = steps if steps is not None else steps_for_coverage(len({g["goal"] for g in corpus.goals}),
-                                                                 profile.policy_train)
+    planned = planned_steps(corpus, profile, steps)
     preflight = preflight_gates(corpus, profile)
     config = {
         "profile": profile.to_dict(),
@@ -96,7 +103,7 @@ def train_run(
         "torch": torch.__version__,
     }
 
-    store = Store(home)
+    store = open_store(home, create=True)
     try:
         crashed = store.mark_crashed_runs()
         if crashed:

@@ -50,3 +50,11 @@ def test_all_passed_needs_at_least_one_gate():
     assert not all_passed([])
     assert not all_passed([gate("a", 1.0, 1.0, ">=", ""), gate("b", 2.0, 1.0, "<=", "")])
     assert all_passed([gate("a", 1.0, 1.0, ">=", "")])
+
+
+def test_gate_table_prints_nan_and_missing_values(capsys):
+    from navi_tui.report import print_gate_table
+
+    print_gate_table([gate("loss_ok", math.nan, 1.0, "<=", "diverged"), gate("bench", None, 1.0, ">=", "empty")])
+    out = capsys.readouterr().out
+    assert "nan" in out and "FAIL" in out and "verdict: FAIL (0/2 gates passed)" in out
