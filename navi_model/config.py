@@ -11,7 +11,7 @@ from navi_model.model import EncoderConfig
 
 
 @dataclass
-class PolicyTrainConfig:
+class TrainConfig:
     batch_size: int = 64
     lr: float = 2e-3
     min_lr_ratio: float = 0.1  # cosine decay ends at lr * this
@@ -38,7 +38,7 @@ class Profile:
     name: str
     description: str
     policy: EncoderConfig
-    policy_train: PolicyTrainConfig
+    policy_train: TrainConfig
     gates: GateThresholds = field(default_factory=GateThresholds)
 
     def to_dict(self) -> dict:
@@ -50,13 +50,13 @@ PROFILES: dict[str, Profile] = {
         name="tiny",
         description="passes its gates on a 2-core CPU in minutes",
         policy=EncoderConfig(seq_len=80, d_model=96, n_layers=2, n_heads=4),
-        policy_train=PolicyTrainConfig(batch_size=64, lr=3e-3, passes_per_goal=20.0),
+        policy_train=TrainConfig(batch_size=64, lr=3e-3, passes_per_goal=20.0),
     ),
     "base": Profile(
         name="base",
         description="a GPU: wider and deeper, larger batches",
         policy=EncoderConfig(seq_len=128, d_model=512, n_layers=6, n_heads=8),
-        policy_train=PolicyTrainConfig(batch_size=256, lr=1e-3, passes_per_goal=150.0, warmup_steps=100,
+        policy_train=TrainConfig(batch_size=256, lr=1e-3, passes_per_goal=150.0, warmup_steps=100,
                                        log_every=50),
     ),
 }

@@ -13,19 +13,19 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from navi_model.config import PolicyTrainConfig
+from navi_model.config import TrainConfig
 from navi_model.control import TrainingControl
 from navi_model.data import PolicyData
 from navi_model.events import CheckpointReady, EmitFn, LogLine, MetricsLogged
 from navi_model.model import PolicyModel
 
 
-def steps_for_coverage(n_unique: int, cfg: PolicyTrainConfig) -> int:
+def steps_for_coverage(n_unique: int, cfg: TrainConfig) -> int:
     """Steps scale with the data (M-011): every unique goal seen passes_per_goal times on average."""
     return max(1, math.ceil(cfg.passes_per_goal * n_unique / cfg.batch_size))
 
 
-def get_lr(step: int, total: int, cfg: PolicyTrainConfig) -> float:
+def get_lr(step: int, total: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
@@ -33,7 +33,7 @@ def get_lr(step: int, total: int, cfg: PolicyTrainConfig) -> float:
     return floor + 0.5 * (cfg.lr - floor) * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def make_optimizer(model: torch.nn.Module, cfg: PolicyTrainConfig, device: torch.device) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     # decay the matrices only: norms and biases stay as they are
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -87,7 +87,7 @@ def checkpoint_payload(model: PolicyModel, opt: torch.optim.Optimizer, step: int
 def train_policy(
     model: PolicyModel,
     data: PolicyData,
-    cfg: PolicyTrainConfig,
+    cfg: TrainConfig,
     *,
     steps: int,
     device: torch.device,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from navi_model.assets import corpus_dir
-from navi_model.config import PolicyTrainConfig
+from navi_model.config import TrainConfig
 from navi_model.control import TrainingControl
 from navi_model.corpus.load import load_corpus
 from navi_model.data import build_policy_data
@@ -36,7 +36,7 @@ def test_loss_falls_and_accuracy_beats_chance(small):
     corpus, data = small
     events = []
     model = tiny_model()
-    cfg = PolicyTrainConfig(batch_size=32, lr=3e-3, warmup_steps=10, log_every=10)
+    cfg = TrainConfig(batch_size=32, lr=3e-3, warmup_steps=10, log_every=10)
     result = train_policy(model, data, cfg, steps=120, device=torch.device("cpu"), emit=events.append)
     losses = [e.values["loss"] for e in events if isinstance(e, MetricsLogged) and "loss" in e.values]
     assert losses[-1] < 0.5 * losses[0]
@@ -52,7 +52,7 @@ def test_loss_falls_and_accuracy_beats_chance(small):
 def test_loss_is_read_back_every_log_every_steps_not_every_step(small):
     _, data = small
     events = []
-    cfg = PolicyTrainConfig(batch_size=16, log_every=7)
+    cfg = TrainConfig(batch_size=16, log_every=7)
     train_policy(tiny_model(), data, cfg, steps=30, device=torch.device("cpu"), emit=events.append)
     steps = [e.step for e in events if isinstance(e, MetricsLogged) and "loss" in e.values]
     assert steps == [7, 14, 21, 28, 30]  # every 7th, and the last step always
@@ -60,20 +60,20 @@ def test_loss_is_read_back_every_log_every_steps_not_every_step(small):
 
 def test_coverage_counts_every_sample_seen(small):
     _, data = small
-    cfg = PolicyTrainConfig(batch_size=data.n // 4, log_every=100)
+    cfg = TrainConfig(batch_size=data.n // 4, log_every=100)
     # an epoch is exactly 4 steps: 8 steps show every goal exactly twice
     result = train_policy(tiny_model(), data, cfg, steps=8, device=torch.device("cpu"), emit=lambda e: None)
     assert (result.coverage_min, result.coverage_mean) == (2.0, 2.0)
 
 
 def test_steps_scale_with_data():
-    cfg = PolicyTrainConfig(batch_size=64, passes_per_goal=3.0)
+    cfg = TrainConfig(batch_size=64, passes_per_goal=3.0)
     assert steps_for_coverage(1000, cfg) == 47
     assert steps_for_coverage(10_000, cfg) == 469
 
 
 def test_lr_warms_up_then_decays_to_the_floor():
-    cfg = PolicyTrainConfig(lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    cfg = TrainConfig(lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
     assert get_lr(0, 100, cfg) == pytest.approx(0.1)
     assert get_lr(9, 100, cfg) == pytest.approx(1.0)
     assert get_lr(99, 100, cfg) == pytest.approx(0.1, abs=1e-3)
@@ -89,7 +89,7 @@ def test_stop_ends_the_loop_and_still_hands_over_a_checkpoint(small):
         if isinstance(e, MetricsLogged) and e.step == 5:
             control.stop()
 
-    result = train_policy(tiny_model(), data, PolicyTrainConfig(batch_size=8, log_every=5), steps=50,
+    result = train_policy(tiny_model(), data, TrainConfig(batch_size=8, log_every=5), steps=50,
                           device=torch.device("cpu"), emit=emit, control=control, checkpoint_extra={"k": 1})
     assert result.stopped and result.steps == 5
     ckpt = [e for e in events if isinstance(e, CheckpointReady)]
