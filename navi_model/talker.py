@@ -1,0 +1,480 @@
+"""The talker: prompt (+ earlier dialogues as memory) -> response bytes.
+
+An encoder-decoder without cross-attention: encoder(prompt) -> pooled concept vector ->
+projector -> k prefix embeddings. Each memory dialogue goes the same way and sits before the
+concept prefix. The decoder is a causal byte model over
+[memory prefix][concept prefix][BOS response EOS PAD...], right-padded, BOS always at the same
+position (M-003).
+
+Training (SFT) replaces a growing share of decoder input bytes by PAD (quadratic up to 20%),
+so local byte statistics alone cannot predict the response and the decoder must read the
+prefix (M-029). Memory is present from step 0 (M-004). Examples are drawn half from epoch
+permutations (every prompt seen evenly: coverage, M-011) and half with weights that grow with
+the response length (M-007).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from navi_model.config import TrainConfig
+from navi_model.control import TrainingControl
+from navi_model.events import CheckpointReady, EmitFn, LogLine, MetricsLogged
+from navi_model.model import Block, Encoder, EncoderConfig, RMSNorm, _init_weights, rotary_tables
+from navi_model.train import EpochSampler, get_lr, make_optimizer
+from navi_model.vocab import TALK_BOS, TALK_EOS, TALK_PAD, TALK_VOCAB, decode_talk, encode_decoder_batch, encode_encoder_batch
+
+
+@dataclass
+class TalkerConfig:
+    encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(seq_len=128))
+    dec_layers: int = 2
+    prefix_k: int = 4  # prefix embeddings per concept vector
+    memory_k: int = 2  # at most this many earlier dialogues as memory
+    response_len: int = 64  # decoder positions: BOS + response bytes + EOS
+
+
+@dataclass
+class TalkerTrainConfig(TrainConfig):
+    denoise_max: float = 0.2  # share of decoder input bytes replaced by PAD at the end of SFT (M-029)
+    length_weighted_share: float = 0.5  # share of each batch drawn with weights growing with response length
+    da_steps: int = 0  # exposure-bias correction after SFT; 0 = SFT only
+    da_lr: float = 1e-5  # low: a DA phase at 1e-4 destroyed coherence once (M-039)
+    da_mix: float = 0.5  # weight of the DA loss against the SFT loss during DA
+    da_tolerance: float = 0.0  # allowed drop of gallery similarity after DA before rolling back
+
+
+def memory_text(prompt: str, response: str) -> str:
+    return f"{prompt}\n{response}"
+
+
+class TalkerModel(nn.Module):
+    def __init__(self, cfg: TalkerConfig):
+        super().__init__()
+        self.cfg = cfg
+        C = cfg.encoder.d_model
+        self.encoder = Encoder(cfg.encoder)
+        # batch-centred and scaled: a direction shared by every prompt carries nothing, so the
+        # encoder gains nothing by growing one (measured: without this, 99.9% of the encoder's
+        # variance went into one shared direction within 30 steps and concept_sim hit 0.9999)
+        self.concept_norm = nn.BatchNorm1d(C, affine=False)
+        self.to_concept = nn.Linear(C, C, bias=False)
+        self.projector = nn.Linear(C, cfg.prefix_k * C)
+        self.embed = nn.Embedding(TALK_VOCAB, C)
+        self.blocks = nn.ModuleList(Block(C, cfg.encoder.n_heads) for _ in range(cfg.dec_layers))
+        self.norm = RMSNorm(C)
+        self.lm_head = nn.Linear(C, TALK_VOCAB, bias=False)
+        self.prefix_len = (cfg.memory_k + 1) * cfg.prefix_k
+        cos, sin = rotary_tables(self.prefix_len + cfg.response_len, C // cfg.encoder.n_heads, cfg.encoder.rope_base)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(_init_weights)
+
+    def concepts(self, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        _, pooled = self.encoder(ids, valid)
+        return self.to_concept(self.concept_norm(pooled))  # (B, C)
+
+    def encode_prefix(self, prompt_ids, prompt_valid, mem_ids, mem_valid, mem_present):
+        """-> prefix (B, P, C) and prefix_present (B, P); memory slots are right-aligned, newest last."""
+        B, K, T = mem_ids.shape
+        k = self.cfg.prefix_k
+        # prompts and memories through the encoder in one batch: one pass, one set of batch statistics
+        both = self.concepts(torch.cat([prompt_ids, mem_ids.reshape(B * K, T)]),
+                             torch.cat([prompt_valid, mem_valid.reshape(B * K, T)]))
+        concept, mem = both[:B], both[B:].view(B, K, -1)
+        prefix = torch.cat([self.projector(mem).view(B, K * k, -1), self.projector(concept).view(B, k, -1)], dim=1)
+        present = torch.cat([mem_present.repeat_interleave(k, dim=1),
+                             torch.ones(B, k, dtype=torch.bool, device=prompt_ids.device)], dim=1)
+        return prefix, present
+
+    def decode(self, prefix: torch.Tensor, present: torch.Tensor, dec_inputs: torch.Tensor) -> torch.Tensor:
+        B, P, _ = prefix.shape
+        T = dec_inputs.shape[1]
+        L = P + T
+        x = torch.cat([prefix, self.embed(dec_inputs)], dim=1)  # (B, L, C)
+        key_ok = torch.cat([present, torch.ones(B, T, dtype=torch.bool, device=x.device)], dim=1)
+        causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
+        # a position always sees itself, so an absent memory slot never becomes an all-masked row (NaN)
+        mask = (causal & key_ok[:, None, :]) | torch.eye(L, dtype=torch.bool, device=x.device)
+        mask = mask[:, None]  # (B, 1, L, L)
+        cos, sin = self.rope_cos[:L], self.rope_sin[:L]
+        for block in self.blocks:
+            x = block(x, cos, sin, attn_mask=mask)
+        return self.lm_head(self.norm(x[:, P:]))  # (B, T, V)
+
+    def forward(self, prompt_ids, prompt_valid, mem_ids, mem_valid, mem_present, dec_inputs):
+        prefix, present = self.encode_prefix(prompt_ids, prompt_valid, mem_ids, mem_valid, mem_present)
+        return self.decode(prefix, present, dec_inputs)
+
+
+@dataclass
+class TalkData:
+    prompt_ids: torch.Tensor  # (N, T) left-padded bytes
+    prompt_valid: torch.Tensor
+    mem_ids: torch.Tensor  # (N, T): this turn as a memory for later turns of its conversation
+    mem_valid: torch.Tensor
+    earlier: torch.Tensor  # (N,) earlier turns available as memory, at most memory_k
+    dec_inputs: torch.Tensor  # (N, R) [BOS response EOS PAD...]
+    dec_targets: torch.Tensor
+    resp_len: torch.Tensor  # (N,) float, response bytes: the length weights
+    prompt_index: torch.Tensor  # (N,) unique prompt of each row, for coverage
+    n_unique: int
+
+    @property
+    def n(self) -> int:
+        return self.prompt_ids.shape[0]
+
+
+def build_talk_data(dialogues: list[dict], cfg: TalkerConfig, device: torch.device) -> TalkData:
+    """dialogues: rows of {conversation, turn, prompt, response}, turns of a conversation in order."""
+    T, R, K = cfg.encoder.seq_len, cfg.response_len, cfg.memory_k
+    prompt_ids, prompt_valid = encode_encoder_batch([d["prompt"] for d in dialogues], T)
+    mem_ids, mem_valid = encode_encoder_batch([memory_text(d["prompt"], d["response"]) for d in dialogues], T)
+    dec_inputs, dec_targets = encode_decoder_batch([d["response"] for d in dialogues], R)
+    for i, d in enumerate(dialogues):
+        # memory rows are found by position: the turns just before this one
+        if d["turn"] > 0 and (i < d["turn"] or dialogues[i - d["turn"]]["conversation"] != d["conversation"]):
+            raise ValueError(f"dialogue row {i}: turns of conversation {d['conversation']!r} are not consecutive")
+    unique: dict[str, int] = {}
+    to = dict(device=device)
+    return TalkData(
+        prompt_ids=prompt_ids.to(**to), prompt_valid=prompt_valid.to(**to),
+        mem_ids=mem_ids.to(**to), mem_valid=mem_valid.to(**to),
+        earlier=torch.tensor([min(d["turn"], K) for d in dialogues], dtype=torch.long, device=device),
+        dec_inputs=dec_inputs.to(**to), dec_targets=dec_targets.to(**to),
+        resp_len=torch.tensor([len(d["response"].encode()) for d in dialogues], dtype=torch.float, device=device),
+        prompt_index=torch.tensor([unique.setdefault(d["prompt"], len(unique)) for d in dialogues], device=device),
+        n_unique=len(unique),
+    )
+
+
+def sample_memory(data: TalkData, idx: torch.Tensor, K: int, gen: torch.Generator | None = None):
+    """Pick 1..available earlier turns at random for each row (none for a first turn), on the device.
+
+    Returns mem_ids (B, K, T), mem_valid (B, K, T), present (B, K); slot K-1 is the newest turn.
+    """
+    avail = data.earlier[idx]
+    u = torch.rand(idx.shape[0], device=idx.device, generator=gen)
+    m = torch.where(avail > 0, (u * avail).long() + 1, torch.zeros_like(avail))  # (B,) in [1, avail]
+    back = torch.arange(K, 0, -1, device=idx.device)  # slot s holds the turn K - s back
+    present = back[None, :] <= m[:, None]
+    rows = (idx[:, None] - back[None, :]).clamp_min(0)
+    return data.mem_ids[rows], data.mem_valid[rows], present
+
+
+def denoise_share(step: int, total: int, max_share: float) -> float:
+    """Quadratic schedule: 0 at the start of SFT, max_share at its end."""
+    return max_share * (step / max(1, total - 1)) ** 2
+
+
+def pad_denoise(dec_inputs: torch.Tensor, share: float, gen: torch.Generator | None = None) -> torch.Tensor:
+    """Replace a share of response bytes (never BOS, EOS or PAD) by PAD."""
+    if share <= 0:
+        return dec_inputs
+    is_byte = dec_inputs < 256
+    hit = torch.rand(dec_inputs.shape, device=dec_inputs.device, generator=gen) < share
+    return torch.where(hit & is_byte, torch.full_like(dec_inputs, TALK_PAD), dec_inputs)
+
+
+def talk_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=TALK_PAD)
+
+
+# --- inference: gallery, concept similarity, prefix use
+
+def encode_items(items: list[dict], cfg: TalkerConfig, device: torch.device):
+    """items: {"prompt", "memory": [{"prompt", "response"}...]} -> model inputs for encode_prefix."""
+    T, K = cfg.encoder.seq_len, cfg.memory_k
+    prompt_ids, prompt_valid = encode_encoder_batch([it["prompt"] for it in items], T)
+    texts, present = [], []
+    for it in items:
+        mem = [memory_text(m["prompt"], m["response"]) for m in it.get("memory", [])][-K:]
+        # absent slots get a placeholder byte: they are masked out of the decoder's attention
+        texts += ["."] * (K - len(mem)) + mem
+        present.append([False] * (K - len(mem)) + [True] * len(mem))
+    mem_ids, mem_valid = encode_encoder_batch(texts, T)
+    B = len(items)
+    to = dict(device=device)
+    return (prompt_ids.to(**to), prompt_valid.to(**to), mem_ids.view(B, K, T).to(**to),
+            mem_valid.view(B, K, T).to(**to), torch.tensor(present, dtype=torch.bool, device=device))
+
+
+@torch.no_grad()
+def generate(model: TalkerModel, items: list[dict], device: torch.device, max_len: int | None = None) -> list[str]:
+    """Greedy decoding (temperature 0) from BOS; the prefix is computed once."""
+    if not items:
+        return []
+    model.eval()
+    max_len = max_len or model.cfg.response_len
+    prefix, present = model.encode_prefix(*encode_items(items, model.cfg, device))
+    dec = torch.full((len(items), 1), TALK_BOS, dtype=torch.long, device=device)
+    done = torch.zeros(len(items), dtype=torch.bool, device=device)
+    for _ in range(max_len - 1):
+        nxt = model.decode(prefix, present, dec)[:, -1].argmax(-1)
+        nxt = torch.where(done, torch.full_like(nxt, TALK_PAD), nxt)
+        dec = torch.cat([dec, nxt[:, None]], dim=1)
+        done |= nxt == TALK_EOS
+        if bool(done.all()):
+            break
+    return [decode_talk(row[1:]) for row in dec.tolist()]
+
+
+def score_gallery(items: list[dict], outputs: list[str]) -> list[dict]:
+    rows = []
+    for it, out in zip(items, outputs):
+        sim = difflib.SequenceMatcher(None, out, it["reference"], autojunk=False).ratio()
+        rows.append({"line": it.get("line"), "prompt": it["prompt"], "memory": it.get("memory", []), "output": out,
+                     "reference": it["reference"], "score": sim, "exact": out == it["reference"]})
+    return rows
+
+
+def run_gallery(model: TalkerModel, items: list[dict], device: torch.device) -> list[dict]:
+    return score_gallery(items, generate(model, items, device))
+
+
+def gallery_summary(rows: list[dict]) -> dict[str, float]:
+    n = len(rows)
+    distinct_refs = len({r["reference"] for r in rows})
+    return {
+        "gallery_similarity": sum(r["score"] for r in rows) / n if n else math.nan,
+        "gallery_exact": sum(r["exact"] for r in rows) / n if n else math.nan,
+        # distinct answers against distinct references: one answer for every prompt scores 1/refs
+        "gallery_diversity": len({r["output"] for r in rows}) / distinct_refs if n else math.nan,
+    }
+
+
+@torch.no_grad()
+def concept_similarity(model: TalkerModel, prompts: list[str], device: torch.device) -> float:
+    """Mean pairwise cosine of concept vectors over distinct prompts (M-029: above 0.9 = collapse)."""
+    model.eval()
+    prompts = sorted(set(prompts))
+    ids, valid = encode_encoder_batch(prompts, model.cfg.encoder.seq_len)
+    c = F.normalize(model.concepts(ids.to(device), valid.to(device)).float(), dim=-1)
+    sim = c @ c.T
+    n = len(prompts)
+    return float((sim.sum() - sim.diagonal().sum()) / (n * (n - 1)))
+
+
+@torch.no_grad()
+def prefix_use(model: TalkerModel, items: list[dict], device: torch.device) -> tuple[float, float]:
+    """Decoder loss on the references with the true prefixes, and with prefixes shuffled across items.
+
+    A decoder that ignores its prefix scores the same on both (M-029).
+    """
+    model.eval()
+    prefix, present = model.encode_prefix(*encode_items(items, model.cfg, device))
+    dec_in, dec_tgt = encode_decoder_batch([it["reference"] for it in items], model.cfg.response_len)
+    dec_in, dec_tgt = dec_in.to(device), dec_tgt.to(device)
+    true_loss = talk_loss(model.decode(prefix, present, dec_in), dec_tgt).item()
+    # pair each item with another whose reference differs, so a shuffle always misleads
+    refs = [it["reference"] for it in items]
+    perm = [next((j for j in (*range(i + 1, len(items)), *range(i)) if refs[j] != refs[i]), i) for i in range(len(items))]
+    perm_t = torch.tensor(perm, device=device)
+    shuffled_loss = talk_loss(model.decode(prefix[perm_t], present[perm_t], dec_in), dec_tgt).item()
+    return true_loss, shuffled_loss
+
+
+# --- training
+
+@dataclass
+class TalkerTrainResult:
+    sft_steps: int
+    da_steps: int
+    stopped: bool
+    final_loss: float
+    coverage_min: float
+    coverage_mean: float
+    memory_share: float  # share of SFT samples that carried at least one memory dialogue
+    seconds: float
+    pre_da: dict | None = None  # gallery summary before DA
+    post_da: dict | None = None  # gallery summary after DA
+    rolled_back: bool = False
+    gallery: list[dict] = field(default_factory=list)  # the final model's gallery rows
+
+
+def checkpoint_payload(model: TalkerModel, opt: torch.optim.Optimizer, step: int, phase: str, extra: dict) -> dict:
+    return {
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": opt.state_dict(),
+        "model_args": asdict(model.cfg),
+        "step": step,
+        "phase": phase,
+        **extra,
+    }
+
+
+def talker_from_payload(payload: dict, device: torch.device) -> TalkerModel:
+    args = dict(payload["model_args"])
+    args["encoder"] = EncoderConfig(**args["encoder"])
+    model = TalkerModel(TalkerConfig(**args))
+    model.load_state_dict(payload["model"])
+    return model.to(device).eval()
+
+
+def _batch(data: TalkData, idx: torch.Tensor, K: int, gen: torch.Generator):
+    mem_ids, mem_valid, present = sample_memory(data, idx, K, gen)
+    return (data.prompt_ids[idx], data.prompt_valid[idx], mem_ids, mem_valid, present), present
+
+
+def train_talker(
+    model: TalkerModel,
+    data: TalkData,
+    cfg: TalkerTrainConfig,
+    *,
+    steps: int,
+    device: torch.device,
+    emit: EmitFn,
+    gallery: list[dict],
+    control: TrainingControl | None = None,
+    checkpoint_extra: dict | None = None,
+) -> TalkerTrainResult:
+    """SFT for `steps` steps, then (if cfg.da_steps) DA with an automatic rollback on a gallery regression."""
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)
+    extra = checkpoint_extra or {}
+    model.to(device).train()
+    K = model.cfg.memory_k
+    opt = make_optimizer(model, cfg, device)
+    sampler = EpochSampler(data.n, cfg.batch_size - int(cfg.batch_size * cfg.length_weighted_share), device, cfg.seed)
+    n_weighted = int(cfg.batch_size * cfg.length_weighted_share)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    use_bf16 = device.type == "cuda"
+
+    loss_sum = torch.zeros((), device=device)
+    mem_rows = torch.zeros((), device=device)
+    seen = torch.zeros(data.n, device=device)
+    window, t_window, t0 = 0, time.perf_counter(), time.perf_counter()
+    last_loss, stopped, step = math.nan, False, 0
+    emit(LogLine("info", "phase", f"talker sft: {steps} steps over {data.n_unique} unique prompts, batch {cfg.batch_size}"))
+
+    for step in range(steps):
+        if control is not None and control.checkpoint_between_steps():
+            stopped = True
+            break
+        lr = get_lr(step, steps, cfg)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        idx = sampler.next()
+        if n_weighted:
+            idx = torch.cat([idx, torch.multinomial(data.resp_len, n_weighted, replacement=True, generator=gen)])
+        inputs, present = _batch(data, idx, K, gen)
+        noisy = pad_denoise(data.dec_inputs[idx], denoise_share(step, steps, cfg.denoise_max), gen)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            logits = model(*inputs, noisy)
+        loss = talk_loss(logits, data.dec_targets[idx])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+        loss_sum += loss.detach()
+        mem_rows += present.any(dim=1).sum()
+        seen.index_add_(0, idx, torch.ones_like(idx, dtype=seen.dtype))
+        window += 1
+        if (step + 1) % cfg.log_every == 0 or step == steps - 1:
+            mean_loss, mem_share = torch.stack([loss_sum / window, mem_rows / (window * idx.numel())]).tolist()
+            now = time.perf_counter()
+            dt = max(now - t_window, 1e-9)
+            tokens = window * idx.numel() * (model.cfg.encoder.seq_len * (K + 1) + model.cfg.response_len)
+            emit(MetricsLogged(step + 1, "sft", {
+                "loss": mean_loss, "lr": lr, "memory_share": mem_share,
+                "denoise_share": denoise_share(step, steps, cfg.denoise_max),
+                "tokens_per_s": tokens / dt, "step_ms": 1000.0 * dt / window,
+            }))
+            last_loss = mean_loss
+            loss_sum.zero_()
+            mem_rows.zero_()
+            window, t_window = 0, now
+
+    sft_steps = step if stopped else step + 1
+    per_prompt = torch.zeros(data.n_unique, device=device).index_add_(0, data.prompt_index, seen)
+    cov_min, cov_mean = per_prompt.min().item(), per_prompt.mean().item()
+    # memory share over the whole of SFT, from the counts: every row past turn 0 carries memory
+    memory_share = float((data.earlier[None, :] > 0).float().mul(seen).sum() / seen.sum().clamp_min(1))
+    emit(MetricsLogged(sft_steps, "sft", {"coverage_min": cov_min, "coverage_mean": cov_mean,
+                                          "memory_share_total": memory_share}))
+
+    rows = run_gallery(model, gallery, device)
+    model.train()
+    pre = gallery_summary(rows)
+    emit(MetricsLogged(sft_steps, "sft", pre))
+    sft_name = f"talker_sft_{sft_steps:06d}"
+    # the SFT-only checkpoint is always kept: it is what a DA regression rolls back to (M-039)
+    emit(CheckpointReady(sft_steps, "sft", "talker", sft_name, checkpoint_payload(model, opt, sft_steps, "sft", extra)))
+    result = TalkerTrainResult(sft_steps, 0, stopped, last_loss, cov_min, cov_mean, memory_share,
+                               time.perf_counter() - t0, pre_da=pre, gallery=rows)
+    if stopped or cfg.da_steps <= 0:
+        return result
+
+    sft_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    da_done, da_loss = _train_da(model, data, cfg, device, emit, control, gen, sampler, sft_steps)
+    result.da_steps, result.final_loss = da_done, da_loss
+    rows_after = run_gallery(model, gallery, device)
+    post = gallery_summary(rows_after)
+    result.post_da = post
+    emit(MetricsLogged(sft_steps + da_done, "da", post))
+    da_opt = make_optimizer(model, cfg, device)  # a fresh, empty state: DA's optimizer is not resumable
+    emit(CheckpointReady(sft_steps + da_done, "da", "talker", f"talker_da_{sft_steps + da_done:06d}",
+                         checkpoint_payload(model, da_opt, sft_steps + da_done, "da", extra)))
+    regressed = (post["gallery_similarity"] < pre["gallery_similarity"] - cfg.da_tolerance
+                 or post["gallery_exact"] < pre["gallery_exact"] - cfg.da_tolerance)
+    if regressed:
+        model.load_state_dict(sft_state)
+        result.rolled_back = True
+        emit(LogLine("warn", "rollback",
+                     f"DA regressed the gallery (similarity {pre['gallery_similarity']:.3f} -> "
+                     f"{post['gallery_similarity']:.3f}, exact {pre['gallery_exact']:.3f} -> {post['gallery_exact']:.3f}); "
+                     f"rolled back to the pre-DA checkpoint {sft_name}",
+                     {"restore": sft_name, "model": "talker", "pre": pre, "post": post}))
+    else:
+        result.gallery = rows_after
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _train_da(model, data, cfg, device, emit, control, gen, sampler, start_step) -> tuple[int, float]:
+    """DA: whole sequences whose decoder input, from a random point on, is the model's own greedy
+    prediction of each byte, trained against the true response and mixed with the SFT loss."""
+    model.train()
+    opt = make_optimizer(model, cfg, device)
+    for group in opt.param_groups:
+        group["lr"] = cfg.da_lr
+    K = model.cfg.memory_k
+    use_bf16 = device.type == "cuda"
+    loss_sum, window, last, step = torch.zeros((), device=device), 0, math.nan, 0
+    emit(LogLine("info", "phase", f"talker da: {cfg.da_steps} steps at lr {cfg.da_lr:g}, mix {cfg.da_mix}"))
+    for step in range(cfg.da_steps):
+        if control is not None and control.checkpoint_between_steps():
+            return step, last
+        idx = sampler.next()
+        inputs, _ = _batch(data, idx, K, gen)
+        dec_in, dec_tgt = data.dec_inputs[idx], data.dec_targets[idx]
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            with torch.no_grad():
+                own = model(*inputs, dec_in).argmax(-1)  # the model's own next byte at every position
+            # from a random cut on, each input byte is the model's prediction of it
+            cut = (torch.rand(idx.shape[0], 1, device=device, generator=gen) * dec_in.shape[1]).long()
+            pos = torch.arange(dec_in.shape[1], device=device)[None, :]
+            replace = (pos >= cut) & (pos > 0) & (dec_in < 256)
+            mixed = torch.where(replace, torch.cat([dec_in[:, :1], own[:, :-1]], dim=1), dec_in)
+            noisy = pad_denoise(dec_in, cfg.denoise_max, gen)
+            loss = (1 - cfg.da_mix) * talk_loss(model(*inputs, noisy), dec_tgt) + cfg.da_mix * talk_loss(model(*inputs, mixed), dec_tgt)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss_sum += loss.detach()
+        window += 1
+        if (step + 1) % cfg.log_every == 0 or step == cfg.da_steps - 1:
+            last = (loss_sum / window).item()
+            emit(MetricsLogged(start_step + step + 1, "da", {"loss": last, "lr": cfg.da_lr}))
+            loss_sum.zero_()
+            window = 0
+    return cfg.da_steps, last
