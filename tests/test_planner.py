@@ -186,7 +186,7 @@ def test_goal_pads_and_later_plan_tokens_do_not_reach_earlier_logits():
 
 # --- a trained toy -----------------------------------------------------------------------------
 
-TOY_SEQ = 96  # the longest bundled plan goal is 93 bytes
+TOY_SEQ = 96  # the toy takes composites that fit in 96 bytes
 TOY_PLAN = 8
 
 
@@ -195,7 +195,13 @@ def toy():
     corpus = load_corpus(corpus_dir())
     vocab = PlanVocab([i.name for i in corpus.intents if i.action])
     # 44 plans spread over the file: 1 to 3 actions, all 18 actions present
-    plans = corpus.plans[::16]
+    # one single-step plan per action, then the first composites that fit: 44 plans, every action
+    singles: dict[str, dict] = {}
+    for p in corpus.plans:
+        if len(p["plan"]) == 1:
+            singles.setdefault(p["plan"][0], p)
+    composites = [p for p in corpus.plans if len(p["plan"]) > 1 and len(p["goal"].encode()) <= TOY_SEQ]
+    plans = list(singles.values()) + composites[: 44 - len(singles)]
     torch.manual_seed(0)
     cfg = PlannerConfig(EncoderConfig(seq_len=TOY_SEQ, d_model=48, n_layers=1, n_heads=4),
                         dec_layers=1, plan_len=TOY_PLAN)
