@@ -53,19 +53,79 @@ def bench_gate(name: str, items: list[dict], min_share: float) -> GateVerdict:
     return gate(name, value, min_share, ">=", summary, items)
 
 
-def truncation_gate(lengths: dict[str, int], seq_len: int, max_truncated: int) -> GateVerdict:
-    """lengths: text -> byte length, over every sample the model will read (M-008)."""
-    over = sorted((t for t, n in lengths.items() if n > seq_len), key=lambda t: -lengths[t])
-    longest = max(lengths.values(), default=0)
-    summary = f"longest {longest} bytes, seq_len {seq_len}"
+def truncation_gate(name: str, samples: list[tuple[str, int, int]], max_truncated: int) -> GateVerdict:
+    """samples: (text, positions it needs, positions its model has), over everything a model reads (M-008)."""
+    over = sorted((s for s in samples if s[1] > s[2]), key=lambda s: s[2] - s[1])
+    worst = max(samples, key=lambda s: s[1] - s[2]) if samples else ("", 0, 0)
+    summary = f"{len(samples)} samples, tightest {worst[1]} of {worst[2]} positions"
     if over:
-        summary += f"; {len(over)} too long, e.g. {over[0][:40]!r}"
-    return gate("truncation", float(len(over)), float(max_truncated), "<=", summary, {"too_long": over[:20]})
+        summary += f"; {len(over)} too long, e.g. {over[0][0][:40]!r} ({over[0][1]} > {over[0][2]})"
+    return gate(name, float(len(over)), float(max_truncated), "<=", summary, {"too_long": [s[0] for s in over[:20]]})
 
 
-def coverage_gate(coverage_min: float, coverage_mean: float, min_coverage: float) -> GateVerdict:
-    summary = f"least-seen goal {coverage_min:g} samples, mean {coverage_mean:.1f}"
-    return gate("coverage", coverage_min, min_coverage, ">=", summary)
+def coverage_gate(name: str, coverage_min: float, coverage_mean: float, min_coverage: float) -> GateVerdict:
+    summary = f"least-seen sample {coverage_min:g} times, mean {coverage_mean:.1f}"
+    return gate(name, coverage_min, min_coverage, ">=", summary)
+
+
+def class_share_gate(stats: dict[str, float], max_share: float) -> GateVerdict:
+    """The planner's largest share of the weighted targets, after dampening (M-002)."""
+    value = stats.get("weighted_share_max")
+    raw = {k.split("/", 1)[1]: v for k, v in stats.items() if k.startswith("share/")}
+    top = max(raw, key=raw.get) if raw else "-"
+    summary = f"largest raw share {top} {raw.get(top, 0):.1%}, weighted max {value if value is not None else float('nan'):.1%}"
+    return gate("class_share", value, max_share, "<=", summary, stats)
+
+
+def memory_prefix_gate(share: float, min_share: float) -> GateVerdict:
+    return gate("memory_prefix", share, min_share, ">=", f"{share:.1%} of SFT samples carried memory from step 0")
+
+
+def gallery_gates(summary: dict[str, float], rows: list[dict], thresholds) -> list[GateVerdict]:
+    n = len(rows)
+    exact = sum(r["exact"] for r in rows)
+    misses = [r for r in rows if not r["exact"]]
+    miss = f"; e.g. {misses[0]['prompt']!r} -> {misses[0]['output']!r}" if misses else ""
+    distinct = len({r["output"] for r in rows})
+    refs = len({r["reference"] for r in rows})
+    return [
+        gate("gallery_quality", summary.get("gallery_similarity"), thresholds.min_gallery_similarity, ">=",
+             f"mean similarity over {n} prompts{miss}", rows),
+        gate("gallery_exact", summary.get("gallery_exact"), thresholds.min_gallery_exact, ">=", f"{exact}/{n} exact"),
+        gate("gallery_diversity", summary.get("gallery_diversity"), thresholds.min_gallery_diversity, ">=",
+             f"{distinct} distinct answers for {refs} distinct references"),
+    ]
+
+
+def concept_sim_gate(value: float, max_sim: float) -> GateVerdict:
+    return gate("concept_sim", value, max_sim, "<=", "mean pairwise cosine of concept vectors, distinct gallery prompts")
+
+
+def prefix_use_gate(true_loss: float, shuffled_loss: float, min_ratio: float) -> GateVerdict:
+    ratio = shuffled_loss / true_loss if true_loss > 0 else math.inf
+    return gate("prefix_use", ratio, min_ratio, ">=",
+                f"decoder loss {true_loss:.4f} with the true prefixes, {shuffled_loss:.4f} shuffled",
+                {"true_loss": true_loss, "shuffled_loss": shuffled_loss})
+
+
+def da_regression_gate(pre: dict | None, final: dict | None, rolled_back: bool, max_drop: float) -> GateVerdict:
+    """Gallery similarity of the final talker against its pre-DA checkpoint (M-039)."""
+    if pre is None or final is None:
+        return gate("da_regression", None, max_drop, "<=", "no gallery before and after DA")
+    drop = pre["gallery_similarity"] - final["gallery_similarity"]
+    if rolled_back:
+        how = "DA regressed the gallery; rolled back to the pre-DA checkpoint"
+    elif final is pre:
+        how = "no DA phase"
+    else:
+        how = "DA kept"
+    return gate("da_regression", drop, max_drop, "<=", f"{how}; similarity {pre['gallery_similarity']:.3f} -> "
+                f"{final['gallery_similarity']:.3f}")
+
+
+def not_run(name: str, threshold: float, op: str, why: str) -> GateVerdict:
+    """A gate whose measurement never happened (the run stopped first): it fails."""
+    return gate(name, None, threshold, op, f"not measured: {why}")
 
 
 def all_passed(gates: list[GateVerdict]) -> bool:

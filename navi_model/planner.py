@@ -22,18 +22,18 @@ What the failure log asks of this model:
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from navi_model.config import TrainConfig
+from navi_model.config import PlannerConfig, TrainConfig
 from navi_model.control import TrainingControl
 from navi_model.corpus.load import Bench, CorpusError
 from navi_model.events import CheckpointReady, EmitFn, LogLine, MetricsLogged
-from navi_model.model import Block, Encoder, EncoderConfig, RMSNorm, _init_weights, rotary_tables
-from navi_model.train import EpochSampler, get_lr, make_optimizer
+from navi_model.model import Block, Encoder, RMSNorm, _init_weights, rotary_tables
+from navi_model.train import EpochSampler, flushes_denormals_on_cpu, get_lr, make_optimizer
 from navi_model.vocab import TruncationError, Vocabulary, check_ids, encode_encoder_batch, text_bytes
 
 PAD, BOS, EOS, STEP, THINK, ENDTHINK = range(6)
@@ -117,18 +117,6 @@ class PlanVocab:
             if t == EOS:
                 break
         return out
-
-
-@dataclass
-class PlannerConfig:
-    # seq_len must cover the longest goal (93 bytes in the bundled corpus)
-    encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(seq_len=96))
-    dec_layers: int = 2
-    plan_len: int = 16  # decoder positions: BOS + 2 * 3 actions + EOS with room to spare
-
-    @staticmethod
-    def from_dict(d: dict) -> PlannerConfig:
-        return PlannerConfig(**{**d, "encoder": EncoderConfig(**d["encoder"])})
 
 
 class PlannerModel(nn.Module):
@@ -266,6 +254,7 @@ def planner_payload(model: PlannerModel, opt: torch.optim.Optimizer, vocab: Plan
     }
 
 
+@flushes_denormals_on_cpu
 def train_planner(
     model: PlannerModel,
     data: PlanData,
@@ -283,9 +272,6 @@ def train_planner(
     Loss: class-weighted mean cross-entropy over the non-PAD targets (weights from class_weights).
     """
     _check_vocab(model, vocab)
-    if device.type == "cpu":
-        # as the loss nears zero, gradients go denormal and CPU steps slow down several-fold
-        torch.set_flush_denormal(True)
     model.to(device).train()
     opt = make_optimizer(model, cfg, device)
     sampler = EpochSampler(data.n, cfg.batch_size, device, cfg.seed)

@@ -24,31 +24,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from navi_model.config import TrainConfig
+from navi_model.config import TalkerConfig, TalkerTrainConfig
 from navi_model.control import TrainingControl
 from navi_model.events import CheckpointReady, EmitFn, LogLine, MetricsLogged
-from navi_model.model import Block, Encoder, EncoderConfig, RMSNorm, _init_weights, rotary_tables
-from navi_model.train import EpochSampler, get_lr, make_optimizer
+from navi_model.model import Block, Encoder, RMSNorm, _init_weights, rotary_tables
+from navi_model.train import EpochSampler, flushes_denormals_on_cpu, get_lr, make_optimizer
 from navi_model.vocab import TALK_BOS, TALK_EOS, TALK_PAD, TALK_VOCAB, decode_talk, encode_decoder_batch, encode_encoder_batch
-
-
-@dataclass
-class TalkerConfig:
-    encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(seq_len=128))
-    dec_layers: int = 2
-    prefix_k: int = 4  # prefix embeddings per concept vector
-    memory_k: int = 2  # at most this many earlier dialogues as memory
-    response_len: int = 64  # decoder positions: BOS + response bytes + EOS
-
-
-@dataclass
-class TalkerTrainConfig(TrainConfig):
-    denoise_max: float = 0.2  # share of decoder input bytes replaced by PAD at the end of SFT (M-029)
-    length_weighted_share: float = 0.5  # share of each batch drawn with weights growing with response length
-    da_steps: int = 0  # exposure-bias correction after SFT; 0 = SFT only
-    da_lr: float = 1e-5  # low: a DA phase at 1e-4 destroyed coherence once (M-039)
-    da_mix: float = 0.5  # weight of the DA loss against the SFT loss during DA
-    da_tolerance: float = 0.0  # allowed drop of gallery similarity after DA before rolling back
 
 
 def memory_text(prompt: str, response: str) -> str:
@@ -252,11 +233,17 @@ def gallery_summary(rows: list[dict]) -> dict[str, float]:
 
 @torch.no_grad()
 def concept_similarity(model: TalkerModel, prompts: list[str], device: torch.device) -> float:
-    """Mean pairwise cosine of concept vectors over distinct prompts (M-029: above 0.9 = collapse)."""
+    """Mean pairwise cosine of the encoder's pooled concept vectors over distinct prompts (M-029:
+    above 0.9 = collapse).
+
+    Measured before the batch norm: the norm centres whatever it gets, so after it even a
+    collapsed encoder (one vector for every prompt) would look diverse.
+    """
     model.eval()
     prompts = sorted(set(prompts))
     ids, valid = encode_encoder_batch(prompts, model.cfg.encoder.seq_len)
-    c = F.normalize(model.concepts(ids.to(device), valid.to(device)).float(), dim=-1)
+    _, pooled = model.encoder(ids.to(device), valid.to(device))
+    c = F.normalize(pooled.float(), dim=-1)
     sim = c @ c.T
     n = len(prompts)
     return float((sim.sum() - sim.diagonal().sum()) / (n * (n - 1)))
@@ -311,9 +298,7 @@ def checkpoint_payload(model: TalkerModel, opt: torch.optim.Optimizer, step: int
 
 
 def talker_from_payload(payload: dict, device: torch.device) -> TalkerModel:
-    args = dict(payload["model_args"])
-    args["encoder"] = EncoderConfig(**args["encoder"])
-    model = TalkerModel(TalkerConfig(**args))
+    model = TalkerModel(TalkerConfig.from_dict(payload["model_args"]))
     model.load_state_dict(payload["model"])
     return model.to(device).eval()
 
@@ -323,6 +308,7 @@ def _batch(data: TalkData, idx: torch.Tensor, K: int, gen: torch.Generator):
     return (data.prompt_ids[idx], data.prompt_valid[idx], mem_ids, mem_valid, present), present
 
 
+@flushes_denormals_on_cpu
 def train_talker(
     model: TalkerModel,
     data: TalkData,
@@ -336,10 +322,10 @@ def train_talker(
     checkpoint_extra: dict | None = None,
 ) -> TalkerTrainResult:
     """SFT for `steps` steps, then (if cfg.da_steps) DA with an automatic rollback on a gallery regression."""
-    if device.type == "cpu":
-        torch.set_flush_denormal(True)
     extra = checkpoint_extra or {}
     model.to(device).train()
+    if cfg.freeze_encoder:
+        model.encoder.requires_grad_(False)
     K = model.cfg.memory_k
     opt = make_optimizer(model, cfg, device)
     sampler = EpochSampler(data.n, cfg.batch_size - int(cfg.batch_size * cfg.length_weighted_share), device, cfg.seed)

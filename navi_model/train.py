@@ -6,6 +6,7 @@ back once every `log_every` steps; coverage counts accumulate on the device too.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -18,6 +19,24 @@ from navi_model.control import TrainingControl
 from navi_model.data import PolicyData
 from navi_model.events import CheckpointReady, EmitFn, LogLine, MetricsLogged
 from navi_model.model import PolicyModel
+
+
+def flushes_denormals_on_cpu(train_fn):
+    """While a trainer runs on the CPU, flush denormal floats to zero: as the loss nears zero,
+    gradients go denormal and CPU steps slow down several-fold. The flag is process-wide, so it
+    is cleared again when the trainer returns (a test's float generator tripped over it)."""
+
+    @functools.wraps(train_fn)
+    def wrapper(*args, device: torch.device, **kwargs):
+        if device.type != "cpu":
+            return train_fn(*args, device=device, **kwargs)
+        torch.set_flush_denormal(True)
+        try:
+            return train_fn(*args, device=device, **kwargs)
+        finally:
+            torch.set_flush_denormal(False)
+
+    return wrapper
 
 
 def steps_for_coverage(n_unique: int, cfg: TrainConfig) -> int:
@@ -34,9 +53,10 @@ def get_lr(step: int, total: int, cfg: TrainConfig) -> float:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    # decay the matrices only: norms and biases stay as they are
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    # decay the matrices only: norms and biases stay as they are; frozen parameters stay out
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
 
@@ -84,6 +104,7 @@ def checkpoint_payload(model: PolicyModel, opt: torch.optim.Optimizer, step: int
     }
 
 
+@flushes_denormals_on_cpu
 def train_policy(
     model: PolicyModel,
     data: PolicyData,
@@ -99,9 +120,6 @@ def train_policy(
 
     checkpoint_extra: plain values stored in the checkpoint beside the weights (intents, profile).
     """
-    if device.type == "cpu":
-        # as the loss nears zero, gradients go denormal and CPU steps slow down several-fold
-        torch.set_flush_denormal(True)
     model.to(device).train()
     opt = make_optimizer(model, cfg, device)
     sampler = EpochSampler(data.n, cfg.batch_size, device, cfg.seed)

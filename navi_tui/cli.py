@@ -94,30 +94,38 @@ def cmd_train(args) -> int:
 
     signal.signal(signal.SIGINT, on_interrupt)
     try:
-        progress = ProgressPrinter(planned_steps(corpus, profile, args.steps))
+        plan = planned_steps(corpus, profile, args.steps)
+        # DA's steps continue the talker's count, so its total is SFT's plus its own
+        da_steps = min(profile.talker_train.da_steps, args.steps or profile.talker_train.da_steps)
+        progress = ProgressPrinter({"policy": plan["policy"], "planner": plan["planner"], "sft": plan["talker"],
+                                    "da": plan["talker"] + da_steps})
         outcome = train_run(corpus, profile, home=resolve_home(args.home), device=device, steps=args.steps,
                             control=control, progress=progress)
     finally:
         signal.signal(signal.SIGINT, previous)
     print_gate_table(outcome.gates)
-    print(f"run {outcome.run_id} ({outcome.status}), checkpoint {outcome.checkpoint_id}, "
-          f"{outcome.steps} steps in {outcome.seconds:.0f}s; store {resolve_home(args.home) / 'navi.db'}")
+    ckpts = ", ".join(f"{m} {cid}" for m, cid in outcome.checkpoint_ids.items())
+    print(f"run {outcome.run_id} ({outcome.status}) in {outcome.seconds:.0f}s; checkpoints: {ckpts or 'none'}; "
+          f"store {resolve_home(args.home) / 'navi.db'}")
     return EXIT_OK if outcome.ok else EXIT_GATE_FAILED
 
 
 def cmd_eval(args) -> int:
     from navi_tui.evaluation import evaluate_run
     from navi_tui.home import open_store
-    from navi_tui.report import gates_document, print_gate_table
+    from navi_tui.report import gates_document, print_gate_table, print_items
 
     device = resolve_device(args.device)
     with open_store(resolve_home(args.home), create=False) as store:
         outcome = evaluate_run(store, run_id=args.run, checkpoint_id=args.checkpoint, bench_files=args.bench,
                                device=device)
     if args.json:
-        print(gates_document(outcome.run_id, outcome.checkpoint_id, outcome.gates))
+        print(gates_document(outcome.run_id, outcome.checkpoint_ids, outcome.gates, outcome.items))
     else:
-        print(f"run {outcome.run_id}, checkpoint {outcome.checkpoint_id}")
+        for label, rows in outcome.items.items():
+            print_items(label, rows)
+        ckpts = ", ".join(f"{m} {cid}" for m, cid in outcome.checkpoint_ids.items())
+        print(f"\nrun {outcome.run_id}; checkpoints: {ckpts}")
         print_gate_table(outcome.gates)
     return EXIT_OK if all(g.passed for g in outcome.gates) else EXIT_GATE_FAILED
 

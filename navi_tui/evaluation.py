@@ -1,18 +1,25 @@
-"""Evaluate a stored run's checkpoint on benches, and record the result as evals of that run."""
+"""Evaluate a stored run's checkpoints on benches of any kind, and record the results with the run."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from navi_model import gates as G
 from navi_model.config import GateThresholds, get_profile
-from navi_model.corpus.load import BUNDLED_BENCHES, Bench, Intent, load_bench
+from navi_model.corpus.load import BUNDLED_BENCHES, Intent, load_bench
 from navi_model.evaluate import policy_from_payload, run_intent_bench
-from navi_model.gates import GateVerdict, bench_gate
+from navi_model.gates import GateVerdict
+from navi_model.planner import planner_from_payload, run_plan_bench
+from navi_model.talker import concept_similarity, gallery_summary, prefix_use, run_gallery, talker_from_payload
 from store import Store, load_checkpoint
+
+# which model answers each kind of bench
+BENCH_MODEL = {"policy": "policy", "paraphrase": "policy", "plan": "planner", "gallery": "talker"}
+MODELS = ("policy", "planner", "talker")
 
 
 class EvalUsageError(ValueError):
@@ -22,63 +29,114 @@ class EvalUsageError(ValueError):
 @dataclass
 class EvalOutcome:
     run_id: int
-    checkpoint_id: int
+    checkpoint_ids: dict[str, int]
     gates: list[GateVerdict]
+    items: dict[str, list[dict]] = field(default_factory=dict)  # bench label -> per-item results
 
 
-def _pick_checkpoint(store: Store, run_id: int | None, checkpoint_id: int | None) -> tuple[dict, dict]:
+def _pick(store: Store, run_id: int | None, checkpoint_id: int | None) -> tuple[dict, dict[str, dict]]:
+    """-> the run and, per model, the checkpoint to evaluate."""
     if checkpoint_id is not None:
         ckpt = store.get_checkpoint(checkpoint_id)
         if ckpt is None:
             raise EvalUsageError(f"no checkpoint {checkpoint_id} in {store.path}")
         if run_id is not None and ckpt["run_id"] != run_id:
             raise EvalUsageError(f"checkpoint {checkpoint_id} belongs to run {ckpt['run_id']}, not run {run_id}")
-        return store.get_run(ckpt["run_id"]), ckpt
+        return store.get_run(ckpt["run_id"]), {ckpt["model"]: ckpt}
     if run_id is not None:
         run = store.get_run(run_id)
         if run is None:
             raise EvalUsageError(f"no run {run_id} in {store.path}")
     else:
         # the newest run that has something to evaluate
-        run = next((r for r in store.list_runs() if store.latest_checkpoint(r["id"], "policy")), None)
+        run = next((r for r in store.list_runs() if store.checkpoints(r["id"])), None)
         if run is None:
             raise EvalUsageError(f"no run with a checkpoint in {store.path}: train one first")
-    ckpt = store.latest_checkpoint(run["id"], "policy")
-    if ckpt is None:
+    ckpts = {m: c for m in MODELS if (c := store.latest_checkpoint(run["id"], m)) is not None}
+    if not ckpts:
         raise EvalUsageError(f"run {run['id']} has no checkpoint to evaluate")
-    return run, ckpt
+    return run, ckpts
+
+
+def _intents(store: Store, run: dict, payloads: dict[str, dict]) -> list[Intent]:
+    """The intent catalog the run was trained with, from its checkpoints (the data folder may have moved)."""
+    if "policy" in payloads:
+        return [Intent(i["name"], i["description"], i["meta"], i["action"]) for i in payloads["policy"]["intents"]]
+    policy = store.latest_checkpoint(run["id"], "policy")
+    if policy is not None:
+        payload = load_checkpoint(store.checkpoint_path(policy), policy["sha256"])
+        return [Intent(i["name"], i["description"], i["meta"], i["action"]) for i in payload["intents"]]
+    if "planner" in payloads:
+        return [Intent(a, "", False, True) for a in payloads["planner"]["actions"]]
+    return []
 
 
 def evaluate_run(store: Store, *, run_id: int | None, checkpoint_id: int | None, bench_files: list[Path],
                  device: torch.device) -> EvalOutcome:
-    run, ckpt = _pick_checkpoint(store, run_id, checkpoint_id)
+    run, ckpts = _pick(store, run_id, checkpoint_id)
     config = json.loads(run["config_json"] or "{}")
     # judge by the thresholds the run was trained under, else by its profile's current ones
     recorded = config.get("profile", {}).get("gates")
-    thresholds = GateThresholds(**recorded) if recorded else get_profile(run["profile"]).gates
+    th = GateThresholds(**recorded) if recorded else get_profile(run["profile"]).gates
     # CheckpointError (missing, checksum, unsafe) propagates: the CLI turns it into exit 2
-    payload = load_checkpoint(store.checkpoint_path(ckpt), ckpt["sha256"])
-    intents = [Intent(i["name"], i["description"], i["meta"], i["action"]) for i in payload["intents"]]
-    names = [i.name for i in intents]
+    payloads = {m: load_checkpoint(store.checkpoint_path(c), c["sha256"]) for m, c in ckpts.items()}
+    intents = _intents(store, run, payloads)
 
     if bench_files:
-        benches: list[tuple[str, Bench]] = []
-        for path in bench_files:
-            bench = load_bench(path, intents)
-            benches.append((f"{bench.kind}_bench[{Path(path).name}]", bench))
+        benches = [(f"[{Path(p).name}]", load_bench(p, intents)) for p in bench_files]
     else:
         data = Path(config.get("data", ""))
-        benches = [(f"{k}_bench", load_bench(data / BUNDLED_BENCHES[k], intents, k)) for k in ("policy", "paraphrase")]
+        benches = [("", load_bench(data / BUNDLED_BENCHES[k], intents, k)) for k in BUNDLED_BENCHES
+                   if BENCH_MODEL[k] in ckpts]
+    for _, bench in benches:
+        model = BENCH_MODEL[bench.kind]
+        if model not in ckpts:
+            what = f"checkpoint {checkpoint_id}" if checkpoint_id is not None else f"run {run['id']}"
+            raise EvalUsageError(f"{bench.path}: a {bench.kind} bench needs the {model}, which {what} does not have")
 
-    model = policy_from_payload(payload, device)
-    gates = []
-    for name, bench in benches:
-        if bench.kind not in ("policy", "paraphrase"):
-            raise EvalUsageError(f"{bench.path}: a {bench.kind} bench needs the "
-                                 f"{'planner' if bench.kind == 'plan' else 'talker'}, which run {run['id']} does not have")
-        items = run_intent_bench(model, bench, names, device)
-        gates.append(bench_gate(name, items, getattr(thresholds, f"{bench.kind}_bench")))
-    store.add_evals(run["id"], ckpt["id"], [
-        {"gate": g.name, "value": g.value, "threshold": g.threshold_text, "passed": g.passed,
-         "detail": {"summary": g.summary, "items": g.detail, "command": "eval"}} for g in gates])
-    return EvalOutcome(run["id"], ckpt["id"], gates)
+    models: dict[str, object] = {}
+    gates_by_model: dict[str, list[GateVerdict]] = {}
+    items: dict[str, list[dict]] = {}
+    gallery_rows: list[dict] = []
+    for suffix, bench in benches:
+        m = BENCH_MODEL[bench.kind]
+        if m not in models:
+            models[m] = _load(m, payloads[m], device)
+        label = f"{bench.kind}_bench{suffix}" if bench.kind != "gallery" else f"gallery{suffix}"
+        if bench.kind in ("policy", "paraphrase"):
+            names = [i["name"] for i in payloads["policy"]["intents"]]
+            rows = run_intent_bench(models[m], bench, names, device)
+            new = [G.bench_gate(label, rows, getattr(th, f"{bench.kind}_bench"))]
+        elif bench.kind == "plan":
+            planner, vocab = models[m]
+            rows = run_plan_bench(planner, bench, vocab, device)
+            new = [G.bench_gate(label, rows, th.plan_bench)]
+        else:
+            talker = models[m]
+            rows = run_gallery(talker, bench.items, device)
+            gallery_rows += rows
+            true_loss, shuffled_loss = prefix_use(talker, bench.items, device)
+            new = [*G.gallery_gates(gallery_summary(rows), rows, th),
+                   G.concept_sim_gate(concept_similarity(talker, [it["prompt"] for it in bench.items], device),
+                                      th.max_concept_sim),
+                   G.prefix_use_gate(true_loss, shuffled_loss, th.min_prefix_use)]
+            new = [GateVerdict(g.name + suffix, g.value, g.threshold, g.op, g.passed, g.summary, g.detail) for g in new]
+        items[label] = rows
+        gates_by_model.setdefault(m, []).extend(new)
+
+    for m, gates in gates_by_model.items():
+        store.add_evals(run["id"], ckpts[m]["id"], [
+            {"gate": g.name, "value": g.value, "threshold": g.threshold_text, "passed": g.passed,
+             "detail": {"summary": g.summary, "items": g.detail, "command": "eval"}} for g in gates])
+    if gallery_rows:
+        store.add_gallery(run["id"], ckpts["talker"]["id"], gallery_rows)
+    return EvalOutcome(run["id"], {m: c["id"] for m, c in ckpts.items()},
+                       [g for gates in gates_by_model.values() for g in gates], items)
+
+
+def _load(model: str, payload: dict, device: torch.device):
+    if model == "policy":
+        return policy_from_payload(payload, device)
+    if model == "planner":
+        return planner_from_payload(payload, device)
+    return talker_from_payload(payload, device)

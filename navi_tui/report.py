@@ -13,18 +13,22 @@ from navi_model.gates import GateVerdict, all_passed
 
 
 class ProgressPrinter:
-    """Prints a line per logged metrics window: step, loss, accuracy, speed and ETA."""
+    """Prints a line per logged metrics window: phase, step, loss, accuracy, speed and the phase's ETA."""
 
-    def __init__(self, total_steps: int, out: TextIO | None = None):
-        self.total, self.out = total_steps, out
+    def __init__(self, totals: dict[str, int], out: TextIO | None = None):
+        self.totals, self.out = totals, out  # phase -> planned steps
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, MetricsLogged) and "loss" in event.values:
             v = event.values
-            eta = (self.total - event.step) * v.get("step_ms", 0.0) / 1000.0
-            print(f"{event.phase:<7} step {event.step:>6}/{self.total}  loss {v['loss']:.4f}  "
-                  f"acc {v.get('train_acc', float('nan')):.3f}  {v.get('tokens_per_s', 0) / 1000:.1f}k tok/s  "
-                  f"ETA {eta:.0f}s", file=self.out or sys.stdout, flush=True)
+            total = self.totals.get(event.phase)
+            of = f"/{total}" if total else ""
+            eta = f"  ETA {(total - event.step) * v.get('step_ms', 0.0) / 1000.0:.0f}s" if total and "step_ms" in v else ""
+            acc = v.get("train_acc", v.get("tf_acc"))
+            acc = f"  acc {acc:.3f}" if acc is not None else ""
+            speed = f"  {v['tokens_per_s'] / 1000:.1f}k tok/s" if "tokens_per_s" in v else ""
+            print(f"{event.phase:<7} step {event.step:>6}{of}  loss {v['loss']:.4f}{acc}{speed}{eta}",
+                  file=self.out or sys.stdout, flush=True)
         elif isinstance(event, LogLine):
             print(f"[{event.level}] {event.message}", file=self.out or sys.stdout, flush=True)
 
@@ -49,14 +53,33 @@ def print_gate_table(gates: list[GateVerdict], out: TextIO | None = None) -> Non
     print(f"verdict: {verdict} ({n_pass}/{len(gates)} gates passed)", file=out, flush=True)
 
 
-def gates_document(run_id: int, checkpoint_id: int | None, gates: list[GateVerdict]) -> str:
+def gates_document(run_id: int, checkpoint_ids: dict[str, int], gates: list[GateVerdict],
+                   items: dict[str, list[dict]] | None = None) -> str:
     return json.dumps({
         "run_id": run_id,
-        "checkpoint_id": checkpoint_id,
+        "checkpoint_ids": checkpoint_ids,
         "ok": all_passed(gates),
         "gates": [{"name": g.name, "value": g.value, "threshold": g.threshold_text, "passed": g.passed,
                    "summary": g.summary} for g in gates],
+        "items": items or {},
     }, indent=2)
+
+
+def print_items(label: str, rows: list[dict], out: TextIO | None = None) -> None:
+    """Per-item results of one bench: what was asked, what came out, and whether it was right."""
+    out = out or sys.stdout
+    print(f"\n{label}:", file=out)
+    for r in rows:
+        if "reference" in r:  # gallery
+            mem = f" [memory: {r['memory'][-1]['prompt']!r}]" if r.get("memory") else ""
+            print(f"  {'ok  ' if r['exact'] else 'MISS'} {r['score']:.2f}  {r['prompt']!r}{mem} -> {r['output']!r}"
+                  + ("" if r["exact"] else f"  (want {r['reference']!r})"), file=out)
+        elif isinstance(r["expected"], list):  # plan
+            print(f"  {'ok  ' if r['correct'] else 'MISS'} {r['goal']!r} -> {' '.join(r['predicted'])}"
+                  + ("" if r["correct"] else f"  (want {' '.join(r['expected'])})"), file=out)
+        else:
+            print(f"  {'ok  ' if r['correct'] else 'MISS'} {r['goal']!r} -> {r['predicted']}"
+                  + ("" if r["correct"] else f"  (want {r['expected']})"), file=out)
 
 
 def _when(t: float | None) -> str:

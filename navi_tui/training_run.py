@@ -1,45 +1,52 @@
-"""One training run, from a validated corpus to a stored verdict.
+"""One training run of the whole brain, from a validated corpus to a stored verdict.
 
 Order matters: the corpus is loaded and validated, and the preflight gates computed, before
-the store is opened, so bad input never leaves a half-written store behind.
+the store is opened, so bad input never leaves a half-written store behind. Then the policy,
+the planner and the talker train in turn; every gate lands in the store with the checkpoint
+it judged.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
 import torch
 
+from navi_model import gates as G
 from navi_model.config import Profile
 from navi_model.control import TrainingControl
 from navi_model.corpus.load import Corpus
 from navi_model.data import build_policy_data
 from navi_model.evaluate import run_intent_bench
-from navi_model.events import Event, EmitFn
-from navi_model.gates import GateVerdict, all_passed, bench_gate, coverage_gate, truncation_gate
+from navi_model.events import EmitFn, Event
+from navi_model.gates import GateVerdict, all_passed
 from navi_model.model import PolicyModel, count_params
+from navi_model.planner import PlannerModel, PlanVocab, build_plan_data, run_plan_bench, teacher_forced_accuracy, train_planner
+from navi_model.talker import (
+    TalkerModel, build_talk_data, concept_similarity, gallery_summary, memory_text, prefix_use, train_talker,
+)
 from navi_model.train import steps_for_coverage, train_policy
 from navi_model.vocab import text_bytes
-from store import StoreWriter
 
 from navi_tui.home import open_store
 from navi_tui.recorder import RunRecorder
+
+MODELS = ("policy", "planner", "talker")
 
 
 @dataclass
 class TrainOutcome:
     run_id: int
-    checkpoint_id: int | None
+    checkpoint_ids: dict[str, int]
     gates: list[GateVerdict]
     status: str
-    steps: int
+    steps: dict[str, int]
     seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
+    gallery: list[dict] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -55,20 +62,45 @@ def corpus_fingerprint(corpus: Corpus) -> str:
     return h.hexdigest()
 
 
+def _nbytes(text: str) -> int:
+    return len(text_bytes(text))
+
+
 def preflight_gates(corpus: Corpus, profile: Profile) -> list[GateVerdict]:
-    """Gates decided before step 0: every goal the policy reads or is judged on must fit seq_len."""
-    texts = [g["goal"] for g in corpus.goals]
-    for kind in ("policy", "paraphrase"):
-        texts += [it["goal"] for it in corpus.benches[kind].items]
-    lengths = {t: len(text_bytes(t)) for t in texts}
-    return [truncation_gate(lengths, profile.policy.seq_len, profile.gates.max_truncated)]
+    """Truncation, before step 0: everything each model reads or is judged on fits its context (M-008)."""
+    t = profile.gates.max_truncated
+    goals = [g["goal"] for g in corpus.goals] + [it["goal"] for k in ("policy", "paraphrase") for it in corpus.benches[k].items]
+    policy = [(g, _nbytes(g), profile.policy.seq_len) for g in goals]
+
+    plan_len = profile.planner.plan_len + 1  # inputs and targets share one sequence one longer than the inputs
+    planner = []
+    for p in corpus.plans + corpus.benches["plan"].items:
+        planner.append((p["goal"], _nbytes(p["goal"]), profile.planner.encoder.seq_len))
+        planner.append((" ".join(p["plan"]), 2 * len(p["plan"]) + 2, plan_len))  # BOS (STEP a)* EOS
+
+    T, R = profile.talker.encoder.seq_len, profile.talker.response_len + 1
+    talker = []
+    for d in corpus.dialogues:
+        talker += [(d["prompt"], _nbytes(d["prompt"]), T), (d["response"], _nbytes(d["response"]) + 2, R)]
+        mem = memory_text(d["prompt"], d["response"])
+        talker.append((mem, _nbytes(mem), T))
+    for it in corpus.benches["gallery"].items:
+        talker += [(it["prompt"], _nbytes(it["prompt"]), T), (it["reference"], _nbytes(it["reference"]) + 2, R)]
+        talker += [(memory_text(m["prompt"], m["response"]), _nbytes(memory_text(m["prompt"], m["response"])), T)
+                   for m in it["memory"]]
+    return [G.truncation_gate("truncation_policy", policy, t), G.truncation_gate("truncation_planner", planner, t),
+            G.truncation_gate("truncation_talker", talker, t)]
 
 
-def planned_steps(corpus: Corpus, profile: Profile, steps: int | None = None) -> int:
-    """--steps if given, else enough steps for every unique goal to be seen often enough (M-011)."""
-    if steps is not None:
-        return steps
-    return steps_for_coverage(len({g["goal"] for g in corpus.goals}), profile.policy_train)
+def planned_steps(corpus: Corpus, profile: Profile, steps: int | None = None) -> dict[str, int]:
+    """Per model: --steps if given, else enough for every unique sample to be seen often enough (M-011)."""
+    unique = {
+        "policy": len({g["goal"] for g in corpus.goals}),
+        "planner": len({p["goal"] for p in corpus.plans}),
+        "talker": len({d["prompt"] for d in corpus.dialogues}),
+    }
+    cfgs = {"policy": profile.policy_train, "planner": profile.planner_train, "talker": profile.talker_train}
+    return {m: steps if steps is not None else steps_for_coverage(unique[m], cfgs[m]) for m in MODELS}
 
 
 def fanout(*sinks: EmitFn) -> EmitFn:
@@ -90,15 +122,18 @@ def train_run(
     out: TextIO | None = None,
 ) -> TrainOutcome:
     out = out or sys.stdout
-    intents = corpus.intent_names
-    planned = planned_steps(corpus, profile, steps)
+    if steps is not None:
+        # --steps N bounds every phase, DA included
+        profile = replace(profile, talker_train=replace(profile.talker_train,
+                                                        da_steps=min(steps, profile.talker_train.da_steps)))
+    plan = planned_steps(corpus, profile, steps)
     preflight = preflight_gates(corpus, profile)
     config = {
         "profile": profile.to_dict(),
         "data": str(corpus.root),
         "data_sha256": corpus_fingerprint(corpus),
         "device": str(device),
-        "steps": planned,
+        "steps": plan,
         "steps_from": "--steps" if steps is not None else "coverage",
         "torch": torch.__version__,
     }
@@ -109,10 +144,12 @@ def train_run(
         if crashed:
             print(f"marked crashed: run {', '.join(map(str, crashed))} (its process ended without finishing)", file=out)
         run_id = store.create_run(profile=profile.name, command="train", config=config)
+        from store import StoreWriter
+
         writer = StoreWriter(store.path).start()
         try:
-            return _train_and_judge(corpus, profile, store, writer, run_id, intents, planned, preflight,
-                                    device, control, progress, out)
+            return _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, device, control,
+                                    progress, out)
         except BaseException as e:
             # the run is over whatever happened; the store says how
             writer.close()
@@ -125,41 +162,118 @@ def train_run(
         store.close()
 
 
-def _train_and_judge(corpus, profile, store, writer, run_id, intents, planned, preflight, device,
-                     control, progress, out) -> TrainOutcome:
-    print(f"run {run_id}: profile {profile.name}, {len(intents)} intents, {len(corpus.goals)} goals, "
-          f"{planned} steps on {device}", file=out, flush=True)
-    if not all_passed(preflight):
-        # a truncated corpus is not worth a single step (M-008)
-        store.add_evals(run_id, None, [_eval_row(g) for g in preflight])
-        store.finish_run(run_id, status="completed", verdict="fail", message="preflight gate failed; not trained")
-        return TrainOutcome(run_id, None, preflight, "completed", 0)
+def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, device, control, progress,
+                     out) -> TrainOutcome:
+    import time
 
-    torch.manual_seed(profile.policy_train.seed)
-    data = build_policy_data(corpus.goals, intents, profile.policy.seq_len, device)
-    model = PolicyModel(profile.policy, len(intents))
-    writer.event(run_id, "info", "model", f"policy: {count_params(model):,} parameters")
+    t0 = time.perf_counter()
+    print(f"run {run_id}: profile {profile.name} on {device}; steps policy {plan['policy']}, planner "
+          f"{plan['planner']}, talker {plan['talker']}", file=out, flush=True)
     recorder = RunRecorder(store, writer, run_id)
     emit = fanout(recorder, progress) if progress else recorder
-    extra = {"intents": [i.__dict__ for i in corpus.intents], "profile": profile.name}
-    result = train_policy(model, data, profile.policy_train, steps=planned, device=device, emit=emit,
-                          control=control, checkpoint_extra=extra)
+    gates_by_model: dict[str | None, list[GateVerdict]] = {None: list(preflight)}
+    steps_done: dict[str, int] = {}
+    gallery_rows: list[dict] = []
 
-    gates = list(preflight)
-    gates.append(coverage_gate(result.coverage_min, result.coverage_mean, profile.gates.min_coverage))
-    for kind, threshold in (("policy", profile.gates.policy_bench), ("paraphrase", profile.gates.paraphrase_bench)):
-        items = run_intent_bench(model, corpus.benches[kind], intents, device)
-        gates.append(bench_gate(f"{kind}_bench", items, threshold))
-    checkpoint_id = recorder.checkpoint_ids.get("policy")
-    store.add_evals(run_id, checkpoint_id, [_eval_row(g) for g in gates])
-    writer.metrics(run_id, result.steps, "eval", {g.name: g.value for g in gates if g.value is not None
-                                                  and math.isfinite(g.value)})
-    status = "stopped" if result.stopped else "completed"
-    verdict = "pass" if all_passed(gates) else "fail"
-    writer.flush()
-    store.finish_run(run_id, status=status, verdict=verdict,
-                     message=f"{sum(g.passed for g in gates)}/{len(gates)} gates passed in {result.seconds:.0f}s")
-    return TrainOutcome(run_id, checkpoint_id, gates, status, result.steps, result.seconds)
+    def finish(status: str) -> TrainOutcome:
+        for model, gates in gates_by_model.items():
+            store.add_evals(run_id, recorder.checkpoint_ids.get(model) if model else None,
+                            [_eval_row(g) for g in gates])
+        if gallery_rows:
+            store.add_gallery(run_id, recorder.checkpoint_ids.get("talker"), gallery_rows)
+        everything = [g for gates in gates_by_model.values() for g in gates]
+        verdict = "pass" if all_passed(everything) else "fail"
+        writer.metrics(run_id, sum(steps_done.values()), "eval",
+                       {g.name: g.value for g in everything if g.value is not None and g.value == g.value})
+        writer.flush()
+        seconds = time.perf_counter() - t0
+        message = f"{sum(g.passed for g in everything)}/{len(everything)} gates passed in {seconds:.0f}s"
+        if not all_passed(preflight):
+            message = "preflight gate failed; not trained"
+        store.finish_run(run_id, status=status, verdict=verdict, message=message)
+        return TrainOutcome(run_id, dict(recorder.checkpoint_ids), everything, status, steps_done, seconds, gallery_rows)
+
+    if not all_passed(preflight):
+        # a truncated corpus is not worth a single step (M-008)
+        return finish("completed")
+
+    th = profile.gates
+    stopped = lambda: control is not None and control.stopped  # noqa: E731
+
+    # policy: goal -> intent
+    torch.manual_seed(profile.policy_train.seed)
+    policy = PolicyModel(profile.policy, len(corpus.intents))
+    writer.event(run_id, "info", "model", f"policy: {count_params(policy):,} parameters")
+    data = build_policy_data(corpus.goals, corpus.intent_names, profile.policy.seq_len, device)
+    extra = {"intents": [i.__dict__ for i in corpus.intents], "profile": profile.name}
+    r = train_policy(policy, data, profile.policy_train, steps=plan["policy"], device=device, emit=emit,
+                     control=control, checkpoint_extra=extra)
+    steps_done["policy"] = r.steps
+    gates = [G.coverage_gate("coverage_policy", r.coverage_min, r.coverage_mean, th.min_coverage)]
+    for kind in ("policy", "paraphrase"):
+        items = run_intent_bench(policy, corpus.benches[kind], corpus.intent_names, device)
+        gates.append(G.bench_gate(f"{kind}_bench", items, getattr(th, f"{kind}_bench")))
+    gates_by_model["policy"] = gates
+
+    # planner: goal -> STEP a STEP b ... EOS, its encoder warm from the policy's
+    vocab = PlanVocab([i.name for i in corpus.intents if i.action])
+    if stopped():
+        gates_by_model["planner"] = [G.not_run("plan_bench", th.plan_bench, ">=", "the run was stopped")]
+    else:
+        torch.manual_seed(profile.planner_train.seed)
+        planner = PlannerModel(profile.planner, vocab.size)
+        _warm_start(planner.encoder, policy.encoder, profile, writer, run_id, "planner")
+        pdata = build_plan_data(corpus.plans, vocab, profile.planner.encoder.seq_len, profile.planner.plan_len, device)
+        pr = train_planner(planner, pdata, profile.planner_train, steps=plan["planner"], device=device, emit=emit,
+                           vocab=vocab, control=control, checkpoint_extra={"profile": profile.name})
+        steps_done["planner"] = pr.steps
+        items = run_plan_bench(planner, corpus.benches["plan"], vocab, device)
+        # teacher-forced accuracy is reported beside the bench, never instead of it (M-014)
+        writer.metrics(run_id, pr.steps, "planner",
+                       {"plan_tf_acc": teacher_forced_accuracy(planner, corpus.benches["plan"], vocab, device)})
+        gates_by_model["planner"] = [
+            G.coverage_gate("coverage_planner", pr.coverage_min, pr.coverage_mean, th.min_coverage),
+            G.class_share_gate(pr.class_stats, th.max_class_share),
+            G.bench_gate("plan_bench", items, th.plan_bench),
+        ]
+
+    # talker: prompt (+ memory) -> response, its encoder warm from the policy's
+    gallery = corpus.benches["gallery"].items
+    if stopped():
+        gates_by_model["talker"] = [G.not_run("gallery_quality", th.min_gallery_similarity, ">=", "the run was stopped")]
+        return finish("stopped")
+    torch.manual_seed(profile.talker_train.seed)
+    talker = TalkerModel(profile.talker)
+    _warm_start(talker.encoder, policy.encoder, profile, writer, run_id, "talker")
+    tdata = build_talk_data(corpus.dialogues, profile.talker, device)
+    tr = train_talker(talker, tdata, profile.talker_train, steps=plan["talker"], device=device, emit=emit,
+                      gallery=gallery, control=control, checkpoint_extra={"profile": profile.name})
+    steps_done["talker"] = tr.sft_steps + tr.da_steps
+    gallery_rows = tr.gallery
+    final = gallery_summary(gallery_rows)
+    sim = concept_similarity(talker, [it["prompt"] for it in gallery], device)
+    true_loss, shuffled_loss = prefix_use(talker, gallery, device)
+    writer.metrics(run_id, steps_done["talker"], "talker", {"concept_sim": sim, "prefix_true_loss": true_loss,
+                                                            "prefix_shuffled_loss": shuffled_loss, **final})
+    gates_by_model["talker"] = [
+        G.coverage_gate("coverage_talker", tr.coverage_min, tr.coverage_mean, th.min_coverage),
+        G.memory_prefix_gate(tr.memory_share, th.min_memory_share),
+        *G.gallery_gates(final, gallery_rows, th),
+        G.concept_sim_gate(sim, th.max_concept_sim),
+        G.prefix_use_gate(true_loss, shuffled_loss, th.min_prefix_use),
+        G.da_regression_gate(tr.pre_da, tr.pre_da if tr.post_da is None or tr.rolled_back else final,
+                             tr.rolled_back, th.max_da_regression),
+    ]
+    return finish("stopped" if tr.stopped or stopped() else "completed")
+
+
+def _warm_start(encoder: torch.nn.Module, policy_encoder: torch.nn.Module, profile: Profile, writer, run_id: int,
+                name: str) -> None:
+    if not profile.warm_start_encoders:
+        return
+    # same shapes by construction of the profile; rope tables are buffers sized per model, not weights
+    encoder.load_state_dict(policy_encoder.state_dict())
+    writer.event(run_id, "info", "warm_start", f"{name}: encoder starts from the trained policy encoder")
 
 
 def _eval_row(g: GateVerdict) -> dict:

@@ -282,6 +282,29 @@ class Store:
         with self.db.atomic():
             self.db["evals"].insert_all(records)
 
+    def add_gallery(self, run_id: int, checkpoint_id: int | None, rows: list[dict]) -> None:
+        """Record generated answers: each row has prompt, output, reference, score, exact, memory."""
+        now = time.time()
+        records = [
+            {
+                "run_id": run_id,
+                "checkpoint_id": checkpoint_id,
+                "prompt": row["prompt"],
+                "output": row["output"],
+                "reference": row["reference"],
+                "score": row["score"],
+                "exact": 1 if row["exact"] else 0,
+                "memory_json": json.dumps(row.get("memory") or [], sort_keys=True),
+                "created": now,
+            }
+            for row in rows
+        ]
+        with self.db.atomic():
+            self.db["gallery"].insert_all(records)
+
+    def gallery(self, run_id: int) -> list[dict]:
+        return list(self.db.query("SELECT * FROM gallery WHERE run_id = ? ORDER BY id", [run_id]))
+
     def evals(self, run_id: int) -> list[dict]:
         return list(self.db.query("SELECT * FROM evals WHERE run_id = ? ORDER BY id", [run_id]))
 

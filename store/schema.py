@@ -114,6 +114,14 @@ def m001_create_tables(db: Database) -> None:
         db.execute(statement)
 
 
+@migrations()
+def m002_gallery_detail(db: Database) -> None:
+    # a gallery row is judged with its memory and its exact-match flag, and read back per run
+    db.execute("ALTER TABLE gallery ADD COLUMN memory_json TEXT")
+    db.execute("ALTER TABLE gallery ADD COLUMN exact INTEGER")
+    db.execute("CREATE INDEX gallery_run ON gallery (run_id, id)")
+
+
 def apply_schema(db: Database) -> None:
     """Bring db up to the latest schema; a no-op when it already is."""
     # begin immediate takes the write lock before the pending migrations are

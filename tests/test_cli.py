@@ -40,19 +40,35 @@ def test_short_run_is_recorded_whole(trained_home):
         (run,) = store.list_runs()
         assert (run["status"], run["verdict"], run["profile"]) == ("completed", "fail", "tiny")
         config = json.loads(run["config_json"])
-        assert config["steps"] == 20 and config["steps_from"] == "--steps"
+        assert config["steps"] == {"policy": 20, "planner": 20, "talker": 20} and config["steps_from"] == "--steps"
         assert config["profile"]["gates"]["policy_bench"] == 1.0
-        losses = store.metrics(run["id"], "loss")
-        assert [m["step"] for m in losses] == [20]  # log_every=25: only the last step is read back
-        (ckpt,) = store.checkpoints(run["id"])
-        path = store.checkpoint_path(ckpt)
-        assert hashlib.sha256(path.read_bytes()).hexdigest() == ckpt["sha256"]
+        losses = [(m["phase"], m["step"]) for m in store.metrics(run["id"], "loss")]
+        # log_every is 25 or 50: only the last step of each phase is read back
+        # DA's steps continue the talker's count: its last window is step 20 + 20
+        assert losses == [("policy", 20), ("planner", 20), ("sft", 20), ("da", 40)]
+        ckpts = store.checkpoints(run["id"])
+        rolled_back = any(e["kind"] == "rollback" for e in store.events(run["id"]))
+        assert [(c["model"], c["phase"]) for c in ckpts] == [
+            ("policy", "policy"), ("planner", "planner"), ("talker", "sft"), ("talker", "da"),
+            *([("talker", "rollback")] if rolled_back else [])]
+        if rolled_back:  # the rollback row points at the SFT file: the latest talker checkpoint is what is in use
+            assert (ckpts[4]["path"], ckpts[4]["sha256"]) == (ckpts[2]["path"], ckpts[2]["sha256"])
+        for ckpt in ckpts:
+            path = store.checkpoint_path(ckpt)
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == ckpt["sha256"]
         gates = {e["gate"]: e for e in store.evals(run["id"])}
-        assert set(gates) == {"truncation", "coverage", "policy_bench", "paraphrase_bench"}
-        assert gates["truncation"]["passed"] == 1
-        assert gates["coverage"]["passed"] == 0  # 20 steps of 64 cannot show 2640 goals 3 times
+        assert set(gates) == {
+            "truncation_policy", "truncation_planner", "truncation_talker", "coverage_policy", "policy_bench",
+            "paraphrase_bench", "coverage_planner", "class_share", "plan_bench", "coverage_talker", "memory_prefix",
+            "gallery_quality", "gallery_exact", "gallery_diversity", "concept_sim", "prefix_use", "da_regression"}
+        assert gates["truncation_talker"]["passed"] == 1 and gates["class_share"]["passed"] == 1
+        assert gates["coverage_policy"]["passed"] == 0  # 20 steps of 64 cannot show 2640 goals 3 times
         items = json.loads(gates["policy_bench"]["detail_json"])["items"]
         assert len(items) == 64 and {"goal", "expected", "predicted", "correct"} <= set(items[0])
+        plan_items = json.loads(gates["plan_bench"]["detail_json"])["items"]
+        assert len(plan_items) == 21 and plan_items[0]["expected"][0] == "STEP"
+        gallery = store.gallery(run["id"])
+        assert len(gallery) == 50 and {"prompt", "output", "reference", "score", "exact"} <= set(gallery[0])
 
 
 def test_eval_json_prints_one_document(trained_home, capsys):
@@ -60,8 +76,32 @@ def test_eval_json_prints_one_document(trained_home, capsys):
     assert navi("--home", trained_home, "--no-ui", "eval", "--json") == 1
     doc = json.loads(capsys.readouterr().out)
     assert doc["run_id"] == 1 and doc["ok"] is False
-    assert [g["name"] for g in doc["gates"]] == ["policy_bench", "paraphrase_bench"]
+    assert [g["name"] for g in doc["gates"]] == [
+        "policy_bench", "paraphrase_bench", "plan_bench", "gallery_quality", "gallery_exact", "gallery_diversity",
+        "concept_sim", "prefix_use"]
     assert set(doc["gates"][0]) == {"name", "value", "threshold", "passed", "summary"}
+    assert set(doc["items"]) == {"policy_bench", "paraphrase_bench", "plan_bench", "gallery"}
+    assert len(doc["items"]["gallery"]) == 50
+
+
+def test_eval_prints_every_bench_item(trained_home, capsys):
+    capsys.readouterr()
+    navi("--home", trained_home, "--no-ui", "eval")
+    out = capsys.readouterr().out
+    for label in ("policy_bench:", "paraphrase_bench:", "plan_bench:", "gallery:"):
+        assert f"\n{label}\n" in out
+    assert out.count("\n  ok  ") + out.count("\n  MISS ") == 64 + 24 + 21 + 50
+
+
+@pytest.mark.parametrize("kind,file,gate", [("plan", "bench_plan.jsonl", "plan_bench[mine.jsonl]"),
+                                            ("gallery", "gallery.jsonl", "gallery_quality[mine.jsonl]")])
+def test_eval_takes_a_bench_of_each_model(trained_home, tmp_path, capsys, kind, file, gate):
+    bench = tmp_path / "mine.jsonl"
+    bench.write_text("".join((corpus_dir() / file).read_text().splitlines(keepends=True)[:3]))
+    capsys.readouterr()
+    navi("--home", trained_home, "--no-ui", "eval", "--bench", bench, "--json")
+    doc = json.loads(capsys.readouterr().out)
+    assert gate in [g["name"] for g in doc["gates"]]
 
 
 def test_eval_takes_a_user_bench(trained_home, tmp_path, capsys):
@@ -79,7 +119,7 @@ def test_eval_takes_a_user_bench(trained_home, tmp_path, capsys):
 @pytest.mark.parametrize("content,message", [
     ('{"kind": "policy", "goal": "hi", "intent": "teleport"}\n', "bad.jsonl:1: field 'intent': unknown intent 'teleport'"),
     ('{"kind": "policy", "goal": "hi"\n', "bad.jsonl:1: not valid JSON"),
-    ('{"kind": "plan", "goal": "build it", "plan": ["build"]}\n', "needs the planner"),
+    ('{"kind": "plan", "goal": "build it", "plan": ["deploy"]}\n', "bad.jsonl:1: field 'plan[0]': unknown intent 'deploy'"),
 ])
 def test_eval_bad_bench_exits_2(trained_home, tmp_path, capsys, content, message):
     bench = tmp_path / "bad.jsonl"
@@ -165,11 +205,11 @@ def test_preflight_truncation_fails_before_training(tmp_path, capsys):
     home = tmp_path / "home"
     assert navi("--home", home, "--no-ui", "train", "--data", data) == 1
     out = capsys.readouterr().out
-    assert "truncation" in out and "FAIL" in out and "1 too long" in out
+    assert "truncation_policy" in out and "FAIL" in out and "1 too long" in out
     with Store(home) as store:
         run = store.get_run(1)
         assert (run["verdict"], run["message"]) == ("fail", "preflight gate failed; not trained")
-        assert store.checkpoints(1) == [] and store.metrics(1) == []
+        assert store.checkpoints(1) == [] and store.metrics(1, "loss") == []
 
 
 def test_no_ui_flag_is_required_until_the_console_exists(capsys):
@@ -207,9 +247,16 @@ def test_a_relative_home_finds_its_checkpoints(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert navi("--home", "navi_runs", "--no-ui", "train", "--steps", 2) == 1
     with Store(tmp_path / "navi_runs") as store:
-        (ckpt,) = store.checkpoints(1)
+        ckpt = store.checkpoints(1)[0]
         assert ckpt["path"] == "checkpoints/run_0001/policy_000002.pt"
     monkeypatch.chdir(tmp_path / "navi_runs")  # a different working folder, the same store
     capsys.readouterr()
     assert navi("--home", ".", "--no-ui", "eval", "--json") == 1
-    assert json.loads(capsys.readouterr().out)["checkpoint_id"] == 1
+    assert json.loads(capsys.readouterr().out)["checkpoint_ids"]["policy"] == 1
+
+
+def test_a_bench_for_a_model_the_checkpoint_is_not_exits_2(trained_home, capsys):
+    # checkpoint 1 is the policy: it cannot answer a plan bench
+    plan = corpus_dir() / "bench_plan.jsonl"
+    assert navi("--home", trained_home, "--no-ui", "eval", "--checkpoint", 1, "--bench", plan) == 2
+    assert "a plan bench needs the planner, which checkpoint 1 does not have" in capsys.readouterr().err

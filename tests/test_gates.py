@@ -5,7 +5,11 @@
 
 import math
 
-from navi_model.gates import all_passed, bench_gate, coverage_gate, gate, truncation_gate
+from navi_model.config import GateThresholds
+from navi_model.gates import (
+    all_passed, bench_gate, class_share_gate, concept_sim_gate, coverage_gate, da_regression_gate, gallery_gates, gate,
+    memory_prefix_gate, not_run, prefix_use_gate, truncation_gate,
+)
 
 
 def items(n_correct, n_wrong):
@@ -28,17 +32,63 @@ def test_empty_bench_fails():
 
 
 def test_truncation_gate_catches_a_long_goal():
-    lengths = {"short": 5, "a goal much longer than the context": 34}
-    g = truncation_gate(lengths, seq_len=32, max_truncated=0)
+    samples = [("short", 5, 32), ("a goal much longer than the context", 34, 32)]
+    g = truncation_gate("truncation_policy", samples, max_truncated=0)
     assert not g.passed
     assert g.value == 1.0
-    assert "longest 34 bytes, seq_len 32" in g.summary
-    assert truncation_gate(lengths, seq_len=34, max_truncated=0).passed
+    assert "1 too long, e.g. 'a goal much longer than the context' (34 > 32)" in g.summary
+    assert truncation_gate("truncation_policy", [("short", 5, 32), ("long", 34, 34)], 0).passed
 
 
 def test_coverage_gate_catches_an_undertrained_goal():
-    assert not coverage_gate(2.0, 9.0, 3.0).passed  # one goal seen only twice
-    assert coverage_gate(3.0, 9.0, 3.0).passed
+    assert not coverage_gate("coverage_policy", 2.0, 9.0, 3.0).passed  # one goal seen only twice
+    assert coverage_gate("coverage_policy", 3.0, 9.0, 3.0).passed
+
+
+def test_class_share_gate_catches_a_dominant_class():
+    # M-002: STEP at 40% of the weighted loss, as if no dampening had happened
+    bad = class_share_gate({"share/STEP": 0.4, "weighted_share_max": 0.4}, 0.2)
+    assert not bad.passed and "STEP 40.0%" in bad.summary
+    assert class_share_gate({"share/STEP": 0.4, "weighted_share_max": 0.05}, 0.2).passed
+
+
+def test_memory_prefix_gate_catches_training_without_memory():
+    assert not memory_prefix_gate(0.0, 0.1).passed  # M-004: memory never present in SFT
+    assert memory_prefix_gate(0.5, 0.1).passed
+
+
+def test_gallery_gates_catch_one_answer_for_every_prompt():
+    # M-007: the same response for every prompt
+    refs = ["Starting the build.", "Checking disk usage.", "Hello, sir. What can I do for you?"]
+    rows = [{"prompt": f"p{i}", "output": "Starting the build.", "reference": r, "exact": r == "Starting the build.",
+             "score": 1.0 if i == 0 else 0.3} for i, r in enumerate(refs)]
+    summary = {"gallery_similarity": sum(r["score"] for r in rows) / 3, "gallery_exact": 1 / 3, "gallery_diversity": 1 / 3}
+    gates = {g.name: g for g in gallery_gates(summary, rows, GateThresholds())}
+    assert not gates["gallery_quality"].passed and not gates["gallery_exact"].passed
+    assert not gates["gallery_diversity"].passed
+    assert gates["gallery_diversity"].summary == "1 distinct answers for 3 distinct references"
+
+
+def test_concept_sim_gate_catches_collapsed_concepts():
+    assert not concept_sim_gate(0.9591, 0.9).passed  # M-031's number
+    assert concept_sim_gate(0.12, 0.9).passed
+
+
+def test_prefix_use_gate_catches_a_decoder_that_ignores_its_prefix():
+    assert not prefix_use_gate(0.154, 0.156, 2.0).passed  # measured on the talker before the fix
+    assert prefix_use_gate(0.0185, 0.57, 2.0).passed
+
+
+def test_da_regression_gate():
+    pre = {"gallery_similarity": 0.95}
+    assert not da_regression_gate(pre, {"gallery_similarity": 0.6}, False, 0.0).passed  # M-039, kept
+    assert da_regression_gate(pre, pre, True, 0.0).passed  # rolled back to the pre-DA model
+    assert "no DA phase" in da_regression_gate(pre, pre, False, 0.0).summary
+    assert not da_regression_gate(None, None, False, 0.0).passed
+
+
+def test_a_gate_that_was_not_measured_fails():
+    assert not not_run("plan_bench", 1.0, ">=", "stopped").passed
 
 
 def test_nan_and_missing_values_never_pass():

@@ -6,6 +6,7 @@ Run them with:
 """
 
 import hashlib
+import json
 import math
 import os
 import pickle
@@ -67,7 +68,7 @@ def test_opening_twice_does_not_reapply_migrations(tmp_path):
         applied = [
             (row["migration_set"], row["name"]) for row in second.db["_sqlite_migrations"].rows
         ]
-        assert applied == [("navi", "m001_create_tables")]
+        assert applied == [("navi", "m001_create_tables"), ("navi", "m002_gallery_detail")]
         assert second.get_run(run_id)["status"] == "running"
 
 
@@ -99,7 +100,7 @@ def test_opening_a_fresh_home_from_many_threads_applies_the_schema_once(tmp_path
         thread.join()
     assert errors == []
     with Store(home) as store:
-        assert store.db["_sqlite_migrations"].count == 1
+        assert store.db["_sqlite_migrations"].count == 2
 
 
 # runs
@@ -627,3 +628,30 @@ def test_connect_is_usable_on_its_own(fresh_store):
         assert NAVI_TABLES <= set(db.table_names())
     finally:
         db.close()
+
+
+# gallery
+
+
+def test_a_home_at_schema_1_is_upgraded(tmp_path):
+    from store.db import connect
+    from store.schema import migrations
+
+    db = connect(tmp_path / "navi.db")
+    migrations.apply(db, stop_before="m002_gallery_detail")
+    assert "exact" not in db["gallery"].columns_dict
+    db.close()
+    with Store(tmp_path) as store:
+        assert {"memory_json", "exact"} <= set(store.db["gallery"].columns_dict)
+
+
+def test_gallery_rows_round_trip(fresh_store):
+    run_id = new_run(fresh_store)
+    fresh_store.add_gallery(run_id, None, [
+        {"prompt": "hi", "output": "Hello.", "reference": "Hello.", "score": 1.0, "exact": True, "memory": []},
+        {"prompt": "again", "output": "x", "reference": "Starting the build again.", "score": 0.1, "exact": False,
+         "memory": [{"prompt": "build it", "response": "Starting the build."}]},
+    ])
+    rows = fresh_store.gallery(run_id)
+    assert [(r["prompt"], r["exact"], r["score"]) for r in rows] == [("hi", 1, 1.0), ("again", 0, 0.1)]
+    assert json.loads(rows[1]["memory_json"]) == [{"prompt": "build it", "response": "Starting the build."}]

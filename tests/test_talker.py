@@ -141,3 +141,16 @@ def test_da_that_does_not_regress_is_kept(corpus, data):
     cfg = TalkerTrainConfig(batch_size=16, lr=3e-3, warmup_steps=5, log_every=20, da_steps=2, da_lr=0.0, da_tolerance=0.0)
     result = train_talker(model(), data, cfg, steps=20, device=torch.device("cpu"), emit=lambda e: None, gallery=gallery)
     assert not result.rolled_back and result.da_steps == 2
+
+
+def test_concept_sim_sees_a_collapsed_encoder(corpus):
+    # plant M-031's failure: every byte embedded alike, so every prompt gives the same concept
+    m = model()
+    with torch.no_grad():
+        m.encoder.embed.weight.copy_(m.encoder.embed.weight[65].expand_as(m.encoder.embed.weight))
+    prompts = [it["prompt"] for it in corpus.benches["gallery"].items]
+    from navi_model.gates import concept_sim_gate
+
+    sim = concept_similarity(m, prompts, torch.device("cpu"))
+    assert sim > 0.99
+    assert not concept_sim_gate(sim, 0.9).passed

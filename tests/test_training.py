@@ -94,3 +94,11 @@ def test_stop_ends_the_loop_and_still_hands_over_a_checkpoint(small):
     assert result.stopped and result.steps == 5
     ckpt = [e for e in events if isinstance(e, CheckpointReady)]
     assert len(ckpt) == 1 and ckpt[0].step == 5 and ckpt[0].payload["k"] == 1
+
+
+def test_denormals_flow_again_after_training(small):
+    # the trainer flushes denormals while it runs on the CPU; the flag is process-wide
+    _, data = small
+    train_policy(tiny_model(), data, TrainConfig(batch_size=8, log_every=5), steps=2, device=torch.device("cpu"),
+                 emit=lambda e: None)
+    assert (torch.tensor([1e-40]) * 1.0).item() != 0.0
