@@ -33,7 +33,7 @@ from navi_model.control import TrainingControl
 from navi_model.corpus.load import Bench, CorpusError
 from navi_model.events import CheckpointReady, EmitFn, LogLine, MetricsLogged
 from navi_model.model import Block, Encoder, RMSNorm, _init_weights, rotary_tables
-from navi_model.train import EpochSampler, flushes_denormals_on_cpu, get_lr, make_optimizer
+from navi_model.train import EpochSampler, coverage, flushes_denormals_on_cpu, get_lr, make_optimizer
 from navi_model.vocab import TruncationError, Vocabulary, check_ids, encode_encoder_batch, text_bytes
 
 PAD, BOS, EOS, STEP, THINK, ENDTHINK = range(6)
@@ -341,9 +341,7 @@ def train_planner(
     steps_done = step + 1 if not stopped else step
     if stopped and window_steps:
         last_loss = (loss_sum / window_steps).item()
-    # coverage per unique goal: duplicates of the same text count together
-    per_goal = torch.zeros(data.n_unique, device=device).index_add_(0, data.goal_index, seen)
-    cov_min, cov_mean = per_goal.min().item(), per_goal.mean().item()
+    cov_min, cov_mean = coverage(seen, data.goal_index, data.n_unique)
     emit(MetricsLogged(steps_done, "planner", {"coverage_min": cov_min, "coverage_mean": cov_mean}))
     emit(CheckpointReady(steps_done, "planner", "planner", f"planner_{steps_done:06d}",
                          planner_payload(model, opt, vocab, steps_done, checkpoint_extra or {})))

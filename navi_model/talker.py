@@ -28,7 +28,7 @@ from navi_model.config import TalkerConfig, TalkerTrainConfig
 from navi_model.control import TrainingControl
 from navi_model.events import CheckpointReady, EmitFn, LogLine, MetricsLogged
 from navi_model.model import Block, Encoder, RMSNorm, _init_weights, rotary_tables
-from navi_model.train import EpochSampler, flushes_denormals_on_cpu, get_lr, make_optimizer
+from navi_model.train import EpochSampler, coverage, flushes_denormals_on_cpu, get_lr, make_optimizer
 from navi_model.vocab import TALK_BOS, TALK_EOS, TALK_PAD, TALK_VOCAB, decode_talk, encode_decoder_batch, encode_encoder_batch
 
 
@@ -380,8 +380,7 @@ def train_talker(
             window, t_window = 0, now
 
     sft_steps = step if stopped else step + 1
-    per_prompt = torch.zeros(data.n_unique, device=device).index_add_(0, data.prompt_index, seen)
-    cov_min, cov_mean = per_prompt.min().item(), per_prompt.mean().item()
+    cov_min, cov_mean = coverage(seen, data.prompt_index, data.n_unique)
     # memory share over the whole of SFT, from the counts: every row past turn 0 carries memory
     memory_share = float((data.earlier[None, :] > 0).float().mul(seen).sum() / seen.sum().clamp_min(1))
     emit(MetricsLogged(sft_steps, "sft", {"coverage_min": cov_min, "coverage_mean": cov_mean,

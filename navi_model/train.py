@@ -44,6 +44,12 @@ def steps_for_coverage(n_unique: int, cfg: TrainConfig) -> int:
     return max(1, math.ceil(cfg.passes_per_goal * n_unique / cfg.batch_size))
 
 
+def coverage(seen: torch.Tensor, unique_index: torch.Tensor, n_unique: int) -> tuple[float, float]:
+    """(min, mean) samples seen per unique text, from per-row counts; duplicates count together."""
+    per_unique = torch.zeros(n_unique, device=seen.device).index_add_(0, unique_index, seen)
+    return per_unique.min().item(), per_unique.mean().item()
+
+
 def get_lr(step: int, total: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -178,9 +184,7 @@ def train_policy(
     steps_done = step + 1 if not stopped else step
     if stopped and window_steps:
         last_loss = (loss_sum / window_steps).item()
-    # coverage per unique goal: duplicates of the same text count together
-    per_goal = torch.zeros(data.n_unique, device=device).index_add_(0, data.goal_index, seen)
-    cov_min, cov_mean = per_goal.min().item(), per_goal.mean().item()
+    cov_min, cov_mean = coverage(seen, data.goal_index, data.n_unique)
     emit(MetricsLogged(steps_done, "policy", {"coverage_min": cov_min, "coverage_mean": cov_mean}))
     emit(CheckpointReady(steps_done, "policy", "policy", f"policy_{steps_done:06d}",
                          checkpoint_payload(model, opt, steps_done, checkpoint_extra or {})))

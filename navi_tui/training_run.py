@@ -9,7 +9,9 @@ it judged.
 from __future__ import annotations
 
 import hashlib
+import math
 import sys
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
@@ -31,6 +33,8 @@ from navi_model.talker import (
 )
 from navi_model.train import steps_for_coverage, train_policy
 from navi_model.vocab import text_bytes
+
+from store import StoreWriter
 
 from navi_tui.home import open_store
 from navi_tui.recorder import RunRecorder
@@ -144,8 +148,6 @@ def train_run(
         if crashed:
             print(f"marked crashed: run {', '.join(map(str, crashed))} (its process ended without finishing)", file=out)
         run_id = store.create_run(profile=profile.name, command="train", config=config)
-        from store import StoreWriter
-
         writer = StoreWriter(store.path).start()
         try:
             return _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, device, control,
@@ -164,8 +166,6 @@ def train_run(
 
 def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, device, control, progress,
                      out) -> TrainOutcome:
-    import time
-
     t0 = time.perf_counter()
     print(f"run {run_id}: profile {profile.name} on {device}; steps policy {plan['policy']}, planner "
           f"{plan['planner']}, talker {plan['talker']}", file=out, flush=True)
@@ -184,7 +184,7 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, de
         everything = [g for gates in gates_by_model.values() for g in gates]
         verdict = "pass" if all_passed(everything) else "fail"
         writer.metrics(run_id, sum(steps_done.values()), "eval",
-                       {g.name: g.value for g in everything if g.value is not None and g.value == g.value})
+                       {g.name: g.value for g in everything if g.value is not None and math.isfinite(g.value)})
         writer.flush()
         seconds = time.perf_counter() - t0
         message = f"{sum(g.passed for g in everything)}/{len(everything)} gates passed in {seconds:.0f}s"
@@ -198,7 +198,9 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, de
         return finish("completed")
 
     th = profile.gates
-    stopped = lambda: control is not None and control.stopped  # noqa: E731
+
+    def stopped() -> bool:
+        return control is not None and control.stopped
 
     # policy: goal -> intent
     torch.manual_seed(profile.policy_train.seed)
