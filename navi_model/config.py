@@ -40,6 +40,8 @@ class GateThresholds:
     max_concept_sim: float = 0.9  # mean pairwise cosine of concept vectors (M-029)
     min_prefix_use: float = 2.0  # decoder loss with shuffled prefixes / with the true ones (M-029)
     max_da_regression: float = 0.0  # drop of gallery similarity from the pre-DA model to the final one (M-039)
+    min_gpu_util: float = 80.0  # mean NVML utilisation after warm-up when training on a GPU (M-015, M-035)
+    max_grad_check_error: float = 1e-5  # float64 autograd vs central differences (M-001); ~1e-6 is reachable
 
 
 @dataclass

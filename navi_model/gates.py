@@ -123,6 +123,53 @@ def da_regression_gate(pre: dict | None, final: dict | None, rolled_back: bool, 
                 f"{final['gallery_similarity']:.3f}")
 
 
+def gpu_util_gate(samples: list[float] | None, min_mean: float, warmup: int) -> GateVerdict:
+    """Mean GPU utilisation (NVML, % of the whole GPU) after the warm-up samples (M-015, M-035).
+
+    samples is None when the run did not train on a GPU: then there is nothing to hold to the
+    80% rule, and the row says so instead of failing a CPU run.
+    """
+    if samples is None:
+        return GateVerdict("gpu_util", None, min_mean, ">=", True, "n/a: not training on a GPU")
+    after = samples[warmup:]
+    if not after:
+        return gate("gpu_util", None, min_mean, ">=", f"no samples after the {warmup}-sample warm-up")
+    value = sum(after) / len(after)
+    return gate("gpu_util", value, min_mean, ">=",
+                f"mean {value:.1f}% over {len(after)} samples after warm-up, lowest {min(after):.0f}%")
+
+
+# continuous metrics whose exact repetition across different configs means the data never
+# reached them (M-031: concept_sim 0.9591 in 12 runs); bench shares of 1.0 repeat legitimately
+CONSTANT_WATCH = ("concept_sim", "prefix_use", "gallery_quality", "final_loss_policy", "final_loss_planner",
+                  "final_loss_talker")
+
+
+def constant_metric_gate(values: dict[str, float], config: str, earlier: list[tuple[int, str, dict[str, float]]],
+                         diagnose_hint: str) -> GateVerdict:
+    """values: this run's watched metrics; earlier: (run id, config, metrics) of earlier runs.
+
+    Fails when a watched metric equals, to 4 decimals, its value in an earlier run whose config
+    differs: the number is set upstream of training (M-010, M-031).
+    """
+    repeats = []
+    for name in CONSTANT_WATCH:
+        v = values.get(name)
+        if v is None or not math.isfinite(v) or v in (0.0, 1.0):
+            continue
+        for run_id, other_config, other in earlier:
+            w = other.get(name)
+            if other_config != config and w is not None and round(w, 4) == round(v, 4):
+                repeats.append((name, round(v, 4), run_id))
+    if repeats:
+        name, v, run_id = repeats[0]
+        summary = (f"{name} = {v} here and in run {run_id}, whose config differs: the number is set upstream "
+                   f"of training; trace the data flow before another run: {diagnose_hint}")
+    else:
+        summary = f"no watched metric repeats across {len(earlier)} earlier runs"
+    return gate("constant_metric", float(len(repeats)), 0.0, "<=", summary, repeats)
+
+
 def not_run(name: str, threshold: float, op: str, why: str) -> GateVerdict:
     """A gate whose measurement never happened (the run stopped first): it fails."""
     return gate(name, None, threshold, op, f"not measured: {why}")

@@ -59,13 +59,21 @@ def resolve_home(arg: Path | None) -> Path:
     return Path(os.environ.get("NAVI_HOME") or "navi_runs")
 
 
-def resolve_device(name: str):
+def resolve_device(name: str, *, training: bool = False):
+    """--device to a torch device. Training on the CPU while a GPU is visible needs an explicit
+    --device cpu (M-035: 75 minutes of CPU training at 9% while the GPU sat idle)."""
     import torch
+
+    from navi_tui.system_monitor import gpu_name
 
     if name == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is visible to torch")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+        gpu = gpu_name() if name == "cpu" and training else None
+        if gpu:
+            raise UsageError(f"a GPU is visible ({gpu}) but this torch cannot use it, so training would run on "
+                             f"the CPU: install a CUDA build of torch, or pass --device cpu to train on the CPU anyway")
     return torch.device(name)
 
 
@@ -80,7 +88,7 @@ def cmd_train(args) -> int:
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps must be at least 1, got {args.steps}")
     profile = get_profile(args.profile)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, training=True)
     corpus = load_corpus(args.data if args.data is not None else corpus_dir())  # CorpusError -> exit 2
 
     control = TrainingControl()
@@ -104,6 +112,10 @@ def cmd_train(args) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
     print_gate_table(outcome.gates)
+    for w in outcome.warnings:
+        print(f"warning: {w}")
+    if outcome.advice:
+        print(f"next: {outcome.advice}")
     ckpts = ", ".join(f"{m} {cid}" for m, cid in outcome.checkpoint_ids.items())
     print(f"run {outcome.run_id} ({outcome.status}) in {outcome.seconds:.0f}s; checkpoints: {ckpts or 'none'}; "
           f"store {resolve_home(args.home) / 'navi.db'}")

@@ -38,6 +38,7 @@ from store import StoreWriter
 
 from navi_tui.home import open_store
 from navi_tui.recorder import RunRecorder
+from navi_tui.system_monitor import SystemMonitor, host_warnings, nvml_sampler
 
 MODELS = ("policy", "planner", "talker")
 
@@ -51,6 +52,8 @@ class TrainOutcome:
     steps: dict[str, int]
     seconds: float = 0.0
     gallery: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # printed with the verdict; they fail nothing
+    advice: str | None = None  # the next action to take, when it is not another training run
 
     @property
     def ok(self) -> bool:
@@ -167,6 +170,17 @@ def train_run(
 def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, device, control, progress,
                      out) -> TrainOutcome:
     t0 = time.perf_counter()
+    control = control or TrainingControl()
+    warnings = host_warnings()
+    for w in warnings:
+        writer.event(run_id, "warn", "host", w)
+    monitor = None
+    if device.type == "cuda":
+        def gpu_stop(reason: str) -> None:
+            writer.event(run_id, "error", "gpu_util", reason)
+            print(f"[error] {reason}", file=out, flush=True)
+
+        monitor = SystemMonitor(nvml_sampler(device.index or 0), control=control, on_stop=gpu_stop).start()
     print(f"run {run_id}: profile {profile.name} on {device}; steps policy {plan['policy']}, planner "
           f"{plan['planner']}, talker {plan['talker']}", file=out, flush=True)
     recorder = RunRecorder(store, writer, run_id)
@@ -175,7 +189,16 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, de
     steps_done: dict[str, int] = {}
     gallery_rows: list[dict] = []
 
+    final_losses: dict[str, float] = {}
+
     def finish(status: str) -> TrainOutcome:
+        samples = monitor.close() if monitor else None
+        gates_by_model.setdefault("run", []).append(G.gpu_util_gate(samples, th.min_gpu_util, monitor.warmup if monitor else 0))
+        watched = {g.name: g.value for gates in gates_by_model.values() for g in gates
+                   if g.name in G.CONSTANT_WATCH and g.value is not None}
+        watched.update({f"final_loss_{m}": v for m, v in final_losses.items()})
+        gates_by_model["run"].append(G.constant_metric_gate(watched, run_config, _earlier_metrics(store, run_id),
+                                                            f"navi-tui --no-ui diagnose --run {run_id}"))
         for model, gates in gates_by_model.items():
             store.add_evals(run_id, recorder.checkpoint_ids.get(model) if model else None,
                             [_eval_row(g) for g in gates])
@@ -184,20 +207,25 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, de
         everything = [g for gates in gates_by_model.values() for g in gates]
         verdict = "pass" if all_passed(everything) else "fail"
         writer.metrics(run_id, sum(steps_done.values()), "eval",
-                       {g.name: g.value for g in everything if g.value is not None and math.isfinite(g.value)})
+                       {**{g.name: g.value for g in everything if g.value is not None and math.isfinite(g.value)},
+                        **{f"final_loss_{m}": v for m, v in final_losses.items() if math.isfinite(v)}})
         writer.flush()
         seconds = time.perf_counter() - t0
         message = f"{sum(g.passed for g in everything)}/{len(everything)} gates passed in {seconds:.0f}s"
         if not all_passed(preflight):
             message = "preflight gate failed; not trained"
+        if monitor and monitor.stop_reason:
+            message = monitor.stop_reason
         store.finish_run(run_id, status=status, verdict=verdict, message=message)
-        return TrainOutcome(run_id, dict(recorder.checkpoint_ids), everything, status, steps_done, seconds, gallery_rows)
-
-    if not all_passed(preflight):
-        # a truncated corpus is not worth a single step (M-008)
-        return finish("completed")
+        return TrainOutcome(run_id, dict(recorder.checkpoint_ids), everything, status, steps_done, seconds, gallery_rows,
+                            warnings, _advice(store))
 
     th = profile.gates
+    run_config = store.get_run(run_id)["config_json"]
+    if not all_passed(preflight):
+        # a truncated corpus or a broken gradient is not worth a single step (M-008, M-032)
+        return finish("completed")
+
 
     def stopped() -> bool:
         return control is not None and control.stopped
@@ -210,7 +238,7 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, de
     extra = {"intents": [i.__dict__ for i in corpus.intents], "profile": profile.name}
     r = train_policy(policy, data, profile.policy_train, steps=plan["policy"], device=device, emit=emit,
                      control=control, checkpoint_extra=extra)
-    steps_done["policy"] = r.steps
+    steps_done["policy"], final_losses["policy"] = r.steps, r.final_loss
     gates = [G.coverage_gate("coverage_policy", r.coverage_min, r.coverage_mean, th.min_coverage)]
     for kind in ("policy", "paraphrase"):
         items = run_intent_bench(policy, corpus.benches[kind], corpus.intent_names, device)
@@ -228,7 +256,7 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, de
         pdata = build_plan_data(corpus.plans, vocab, profile.planner.encoder.seq_len, profile.planner.plan_len, device)
         pr = train_planner(planner, pdata, profile.planner_train, steps=plan["planner"], device=device, emit=emit,
                            vocab=vocab, control=control, checkpoint_extra={"profile": profile.name})
-        steps_done["planner"] = pr.steps
+        steps_done["planner"], final_losses["planner"] = pr.steps, pr.final_loss
         items = run_plan_bench(planner, corpus.benches["plan"], vocab, device)
         # teacher-forced accuracy is reported beside the bench, never instead of it (M-014)
         writer.metrics(run_id, pr.steps, "planner",
@@ -250,7 +278,7 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, de
     tdata = build_talk_data(corpus.dialogues, profile.talker, device)
     tr = train_talker(talker, tdata, profile.talker_train, steps=plan["talker"], device=device, emit=emit,
                       gallery=gallery, control=control, checkpoint_extra={"profile": profile.name})
-    steps_done["talker"] = tr.sft_steps + tr.da_steps
+    steps_done["talker"], final_losses["talker"] = tr.sft_steps + tr.da_steps, tr.final_loss
     gallery_rows = tr.gallery
     final = gallery_summary(gallery_rows)
     sim = concept_similarity(talker, [it["prompt"] for it in gallery], device)
@@ -267,6 +295,26 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, de
                              tr.rolled_back, th.max_da_regression),
     ]
     return finish("stopped" if tr.stopped or stopped() else "completed")
+
+
+def _earlier_metrics(store, run_id: int) -> list[tuple[int, str, dict[str, float]]]:
+    """(run id, config, end-of-run metrics) of every earlier finished run, for constant_metric."""
+    out = []
+    for run in store.list_runs():
+        if run["id"] != run_id and run["status"] in ("completed", "stopped"):
+            values = {m["name"]: m["value"] for m in store.metrics(run["id"]) if m["phase"] == "eval"}
+            if values:
+                out.append((run["id"], run["config_json"], values))
+    return out
+
+
+def _advice(store) -> str | None:
+    """After 2 failed runs in a row, the next action is the data-flow diagnostic (M-010)."""
+    finished = [r for r in store.list_runs() if r["status"] != "running"][:2]
+    if len(finished) == 2 and all(r["verdict"] == "fail" for r in finished):
+        return (f"runs {finished[1]['id']} and {finished[0]['id']} both failed: before another training run, trace "
+                f"the data flow: navi-tui --no-ui diagnose --run {finished[0]['id']}")
+    return None
 
 
 def _warm_start(encoder: torch.nn.Module, policy_encoder: torch.nn.Module, profile: Profile, writer, run_id: int,

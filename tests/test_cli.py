@@ -60,7 +60,9 @@ def test_short_run_is_recorded_whole(trained_home):
         assert set(gates) == {
             "truncation_policy", "truncation_planner", "truncation_talker", "coverage_policy", "policy_bench",
             "paraphrase_bench", "coverage_planner", "class_share", "plan_bench", "coverage_talker", "memory_prefix",
-            "gallery_quality", "gallery_exact", "gallery_diversity", "concept_sim", "prefix_use", "da_regression"}
+            "gallery_quality", "gallery_exact", "gallery_diversity", "concept_sim", "prefix_use", "da_regression",
+            "gpu_util", "constant_metric"}
+        assert gates["gpu_util"]["passed"] == 1 and gates["gpu_util"]["value"] is None  # a CPU run: n/a
         assert gates["truncation_talker"]["passed"] == 1 and gates["class_share"]["passed"] == 1
         assert gates["coverage_policy"]["passed"] == 0  # 20 steps of 64 cannot show 2640 goals 3 times
         items = json.loads(gates["policy_bench"]["detail_json"])["items"]
@@ -260,3 +262,44 @@ def test_a_bench_for_a_model_the_checkpoint_is_not_exits_2(trained_home, capsys)
     plan = corpus_dir() / "bench_plan.jsonl"
     assert navi("--home", trained_home, "--no-ui", "eval", "--checkpoint", 1, "--bench", plan) == 2
     assert "a plan bench needs the planner, which checkpoint 1 does not have" in capsys.readouterr().err
+
+
+def test_cpu_training_is_refused_while_a_gpu_is_visible(tmp_path, capsys, monkeypatch):
+    # M-035. no GPU can be seen from this machine, so the probe answers as a GPU host's would
+    import navi_tui.system_monitor
+
+    monkeypatch.setattr(navi_tui.system_monitor, "gpu_name", lambda: "NVIDIA H100 80GB HBM3")
+    assert navi("--home", tmp_path / "home", "--no-ui", "train", "--steps", 1) == 2
+    err = capsys.readouterr().err
+    assert "a GPU is visible (NVIDIA H100 80GB HBM3)" in err and "pass --device cpu" in err
+    assert not (tmp_path / "home").exists()
+    # asked for explicitly, the CPU run goes ahead
+    assert navi("--home", tmp_path / "home", "--device", "cpu", "--no-ui", "train", "--steps", 1) == 1
+
+
+def test_two_failed_runs_in_a_row_point_at_the_diagnostic(tmp_path, capsys):
+    home = tmp_path / "home"
+    assert navi("--home", home, "--no-ui", "train", "--steps", 1) == 1
+    assert "next:" not in capsys.readouterr().out
+    assert navi("--home", home, "--no-ui", "train", "--steps", 2) == 1
+    out = capsys.readouterr().out
+    assert "next: runs 1 and 2 both failed: before another training run, trace the data flow: " \
+           "navi-tui --no-ui diagnose --run 2" in out
+
+
+def test_constant_metric_catches_the_same_number_in_two_differing_runs(tmp_path, capsys):
+    home = tmp_path / "home"
+    assert navi("--home", home, "--no-ui", "train", "--steps", 1) == 1
+    # plant the fault: an earlier run, with another config, that ended on this run's concept_sim
+    with Store(home) as store:
+        current = {m["name"]: m["value"] for m in store.metrics(1) if m["phase"] == "eval"}
+        planted = store.create_run(profile="tiny", command="train", config={"steps": 999})
+        store.insert_metrics([{"run_id": planted, "step": 1, "phase": "eval", "name": "concept_sim",
+                               "value": current["concept_sim"] + 2e-5}])
+        store.finish_run(planted, status="completed", verdict="fail")
+    capsys.readouterr()
+    assert navi("--home", home, "--no-ui", "train", "--steps", 1) == 1
+    with Store(home) as store:
+        gate = next(e for e in store.evals(3) if e["gate"] == "constant_metric")
+    assert gate["passed"] == 0
+    assert f"concept_sim = {round(current['concept_sim'], 4)} here and in run {planted}" in json.loads(gate["detail_json"])["summary"]

@@ -108,3 +108,26 @@ def test_gate_table_prints_nan_and_missing_values(capsys):
     print_gate_table([gate("loss_ok", math.nan, 1.0, "<=", "diverged"), gate("bench", None, 1.0, ">=", "empty")])
     out = capsys.readouterr().out
     assert "nan" in out and "FAIL" in out and "verdict: FAIL (0/2 gates passed)" in out
+
+
+def test_gpu_util_gate():
+    from navi_model.gates import gpu_util_gate
+
+    assert gpu_util_gate([0, 0, 95, 93, 91], 80.0, warmup=2).passed
+    low = gpu_util_gate([90, 90, 6, 7, 5], 80.0, warmup=2)  # M-015: 5-7% after warm-up
+    assert not low.passed and low.value == 6.0
+    assert gpu_util_gate(None, 80.0, warmup=2).passed  # not on a GPU: nothing to hold to the rule
+    assert not gpu_util_gate([90], 80.0, warmup=2).passed  # nothing measured after warm-up
+
+
+def test_constant_metric_gate():
+    from navi_model.gates import constant_metric_gate
+
+    earlier = [(3, '{"lr": 0.001}', {"concept_sim": 0.95912}), (4, '{"lr": 0.003}', {"concept_sim": 0.9591})]
+    hit = constant_metric_gate({"concept_sim": 0.959104}, '{"lr": 0.01}', earlier, "navi-tui --no-ui diagnose --run 5")
+    assert not hit.passed and hit.value == 2.0
+    assert hit.summary.startswith("concept_sim = 0.9591 here and in run 3, whose config differs")
+    assert "diagnose --run 5" in hit.summary
+    # the same config repeating its own number is determinism, not an alarm; bounds repeat legitimately
+    assert constant_metric_gate({"concept_sim": 0.9591}, '{"lr": 0.001}', earlier[:1], "").passed
+    assert constant_metric_gate({"gallery_quality": 1.0}, "a", [(1, "b", {"gallery_quality": 1.0})], "").passed
