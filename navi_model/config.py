@@ -79,6 +79,7 @@ class TalkerTrainConfig(TrainConfig):
     # keep the (warm-started) encoder as it is: fine-tuned on the talker's few phrasings it lost
     # the policy's generalisation (gallery exact 0.72, misses all wrong intents)
     freeze_encoder: bool = False
+    sample_every: int = 200  # concept similarity and a few greedy answers at this interval, during SFT
 
 
 @dataclass

@@ -364,6 +364,8 @@ def train_talker(
         mem_rows += present.any(dim=1).sum()
         seen.index_add_(0, idx, torch.ones_like(idx, dtype=seen.dtype))
         window += 1
+        if gallery and cfg.sample_every and (step + 1) % cfg.sample_every == 0 and step < steps - 1:
+            _sample(model, gallery, device, step + 1, emit)
         if (step + 1) % cfg.log_every == 0 or step == steps - 1:
             mean_loss, mem_share = torch.stack([loss_sum / window, mem_rows / (window * idx.numel())]).tolist()
             now = time.perf_counter()
@@ -422,6 +424,17 @@ def train_talker(
         result.gallery = rows_after
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _sample(model: TalkerModel, gallery: list[dict], device: torch.device, step: int, emit: EmitFn) -> None:
+    """Mid-training look: is the encoder collapsing (M-029), does greedy output make sense (M-039)?"""
+    sim = concept_similarity(model, [it["prompt"] for it in gallery], device)
+    rows = run_gallery(model, gallery[:3], device)
+    model.train()
+    emit(MetricsLogged(step, "sft", {"concept_sim": sim}))
+    for r in rows:
+        emit(LogLine("info", "sample", f"step {step}: {r['prompt']!r} -> {r['output']!r}",
+                     {"step": step, "prompt": r["prompt"], "output": r["output"], "reference": r["reference"]}))
 
 
 def _train_da(model, data, cfg, device, emit, control, gen, sampler, start_step) -> tuple[int, float]:

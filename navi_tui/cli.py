@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="bench files of any kind in the bundled format (default: the run's benches)")
     ev.add_argument("--json", action="store_true", help="print one JSON document")
 
+    diag = sub.add_parser("diagnose", help="trace one batch through every stage of a run's talker")
+    diag.add_argument("--run", type=int, default=None, help="run id (default: the newest run with a talker)")
+
     runs = sub.add_parser("runs", help="list the runs in the store")
     runs.add_argument("--json", action="store_true", help="print one JSON document")
     return ap
@@ -159,7 +162,18 @@ def cmd_runs(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "runs": cmd_runs}
+def cmd_diagnose(args) -> int:
+    from navi_tui.diagnosis import diagnose_run
+    from navi_tui.home import open_store
+
+    device = resolve_device(args.device)
+    with open_store(resolve_home(args.home), create=False) as store:
+        text, collapsed = diagnose_run(store, run_id=args.run, device=device)
+    print(text)
+    return EXIT_GATE_FAILED if collapsed else EXIT_OK
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "runs": cmd_runs, "diagnose": cmd_diagnose}
 
 
 def main(argv: list[str] | None = None) -> int:

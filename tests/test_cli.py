@@ -303,3 +303,37 @@ def test_constant_metric_catches_the_same_number_in_two_differing_runs(tmp_path,
         gate = next(e for e in store.evals(3) if e["gate"] == "constant_metric")
     assert gate["passed"] == 0
     assert f"concept_sim = {round(current['concept_sim'], 4)} here and in run {planted}" in json.loads(gate["detail_json"])["summary"]
+
+
+def test_diagnose_traces_the_run_talker(trained_home, capsys):
+    capsys.readouterr()
+    code = navi("--home", trained_home, "--no-ui", "diagnose")
+    out = capsys.readouterr().out
+    assert out.startswith("run 1, talker checkpoint")
+    for stage in ("embedding", "encoder layer 0", "pooled", "concept", "prefix", "decoder layer 0", "logits"):
+        assert f" {stage} " in out
+    assert code == (1 if "diversity is lost at stage" in out else 0)
+
+
+def test_a_talker_that_maps_every_prompt_alike_fails_concept_sim_and_diagnose_finds_the_stage(
+        trained_home, tmp_path, capsys):
+    # plant the fault in a stored run: every byte embedded alike, so every prompt is one vector
+    from store import load_checkpoint, save_checkpoint
+
+    home = tmp_path / "copy"
+    shutil.copytree(trained_home, home)
+    with Store(home) as store:
+        ckpt = store.latest_checkpoint(1, "talker")
+        payload = load_checkpoint(store.checkpoint_path(ckpt), ckpt["sha256"])
+        emb = payload["model"]["encoder.embed.weight"]
+        payload["model"]["encoder.embed.weight"] = emb[65].expand_as(emb).clone()
+        path, sha = save_checkpoint(home, 1, "talker_planted", payload)
+        planted = store.add_checkpoint(1, step=10**6, phase="planted", model="talker", path=path, sha256=sha)
+    capsys.readouterr()
+    assert navi("--home", home, "--no-ui", "diagnose", "--run", 1) == 1
+    out = capsys.readouterr().out
+    assert f"talker checkpoint {planted}" in out
+    assert "diversity is lost at stage 'embedding'" in out
+    assert navi("--home", home, "--no-ui", "eval", "--checkpoint", planted, "--json") == 1
+    gates = {g["name"]: g for g in json.loads(capsys.readouterr().out)["gates"]}
+    assert not gates["concept_sim"]["passed"] and gates["concept_sim"]["value"] > 0.99

@@ -154,3 +154,14 @@ def test_concept_sim_sees_a_collapsed_encoder(corpus):
     sim = concept_similarity(m, prompts, torch.device("cpu"))
     assert sim > 0.99
     assert not concept_sim_gate(sim, 0.9).passed
+
+
+def test_concept_similarity_and_samples_are_measured_during_sft(corpus, data):
+    gallery = [{"prompt": d["prompt"], "reference": d["response"], "memory": []} for d in corpus.dialogues[:120:10]]
+    events = []
+    cfg = TalkerTrainConfig(batch_size=8, log_every=10, sample_every=4)
+    train_talker(model(), data, cfg, steps=9, device=torch.device("cpu"), emit=events.append, gallery=gallery)
+    sims = [e.step for e in events if isinstance(e, MetricsLogged) and "concept_sim" in e.values]
+    samples = [e for e in events if isinstance(e, LogLine) and e.kind == "sample"]
+    assert sims == [4, 8]
+    assert len(samples) == 6 and samples[0].data["step"] == 4 and "output" in samples[0].data
