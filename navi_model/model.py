@@ -33,8 +33,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # normalise in float32 even under autocast: the mean of squares loses bits in bf16
-        xf = x.float()
+        # normalise in at least float32 even under autocast (the mean of squares loses bits in bf16),
+        # and never below the input: float64 stays float64, or the grad_check gate measures rounding
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))
         xf = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)
         return xf.type_as(x) * self.weight
 

@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="bench files of any kind in the bundled format (default: the run's benches)")
     ev.add_argument("--json", action="store_true", help="print one JSON document")
 
+    check = sub.add_parser("check", help="the preflight gates only: nothing trains, nothing is written")
+    check.add_argument("--data", type=Path, default=None, help="corpus folder in the bundled format (default: bundled)")
+    check.add_argument("--json", action="store_true", help="print one JSON document")
+
     diag = sub.add_parser("diagnose", help="trace one batch through every stage of a run's talker")
     diag.add_argument("--run", type=int, default=None, help="run id (default: the newest run with a talker)")
 
@@ -86,7 +90,8 @@ def cmd_train(args) -> int:
     from navi_model.control import TrainingControl
     from navi_model.corpus.load import load_corpus
     from navi_tui.report import ProgressPrinter, print_gate_table
-    from navi_tui.training_run import planned_steps, train_run
+    from navi_model.brain import planned_steps
+    from navi_tui.training_run import train_run
 
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps must be at least 1, got {args.steps}")
@@ -162,6 +167,35 @@ def cmd_runs(args) -> int:
     return EXIT_OK
 
 
+def cmd_check(args) -> int:
+    import json
+
+    from navi_model.assets import corpus_dir
+    from navi_model.brain import planned_gates, planned_steps, preflight
+    from navi_model.config import get_profile
+    from navi_model.corpus.load import load_corpus
+    from navi_model.gates import all_passed
+    from navi_tui.report import print_gate_table
+    from navi_tui.system_monitor import host_warnings
+
+    profile = get_profile(args.profile)
+    device = resolve_device(args.device, training=True)  # a CPU run on a GPU host is refused here too
+    corpus = load_corpus(args.data if args.data is not None else corpus_dir())
+    gates, data = preflight(corpus, profile)
+    if data is not None:
+        gates += planned_gates(corpus, profile, data, planned_steps(corpus, profile))
+    warnings = host_warnings()
+    if args.json:
+        print(json.dumps({"profile": profile.name, "device": str(device), "ok": all_passed(gates),
+                          "gates": [g.to_row() for g in gates], "warnings": warnings}, indent=2))
+    else:
+        print(f"preflight: profile {profile.name}, device {device}, corpus {corpus.root}")
+        print_gate_table(gates)
+        for w in warnings:
+            print(f"warning: {w}")
+    return EXIT_OK if all_passed(gates) else EXIT_GATE_FAILED
+
+
 def cmd_diagnose(args) -> int:
     from navi_tui.diagnosis import diagnose_run
     from navi_tui.home import open_store
@@ -173,7 +207,7 @@ def cmd_diagnose(args) -> int:
     return EXIT_GATE_FAILED if collapsed else EXIT_OK
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "runs": cmd_runs, "diagnose": cmd_diagnose}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "runs": cmd_runs, "check": cmd_check, "diagnose": cmd_diagnose}
 
 
 def main(argv: list[str] | None = None) -> int:

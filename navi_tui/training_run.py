@@ -1,7 +1,8 @@
 """One training run of the whole brain, from a validated corpus to a stored verdict.
 
-Order matters: the corpus is loaded and validated, and the preflight gates computed, before
-the store is opened, so bad input never leaves a half-written store behind. Then the policy,
+Order matters: the corpus is loaded and validated, and the preflight gates computed
+(navi_model.brain), before the store is opened, so bad input never leaves a half-written
+store behind. Then the policy,
 the planner and the talker train in turn; every gate lands in the store with the checkpoint
 it judged.
 """
@@ -22,17 +23,14 @@ from navi_model import gates as G
 from navi_model.config import Profile
 from navi_model.control import TrainingControl
 from navi_model.corpus.load import Corpus
-from navi_model.data import build_policy_data
+from navi_model.brain import planned_steps, preflight, to_device
 from navi_model.evaluate import run_intent_bench
 from navi_model.events import EmitFn, Event
 from navi_model.gates import GateVerdict, all_passed
 from navi_model.model import PolicyModel, count_params
-from navi_model.planner import PlannerModel, PlanVocab, build_plan_data, run_plan_bench, teacher_forced_accuracy, train_planner
-from navi_model.talker import (
-    TalkerModel, build_talk_data, concept_similarity, gallery_summary, memory_text, prefix_use, train_talker,
-)
-from navi_model.train import steps_for_coverage, train_policy
-from navi_model.vocab import text_bytes
+from navi_model.planner import PlannerModel, run_plan_bench, teacher_forced_accuracy, train_planner
+from navi_model.talker import TalkerModel, concept_similarity, gallery_summary, prefix_use, train_talker
+from navi_model.train import train_policy
 
 from store import StoreWriter
 
@@ -40,7 +38,6 @@ from navi_tui.home import open_store
 from navi_tui.recorder import RunRecorder
 from navi_tui.system_monitor import SystemMonitor, host_warnings, nvml_sampler
 
-MODELS = ("policy", "planner", "talker")
 
 
 @dataclass
@@ -69,47 +66,6 @@ def corpus_fingerprint(corpus: Corpus) -> str:
     return h.hexdigest()
 
 
-def _nbytes(text: str) -> int:
-    return len(text_bytes(text))
-
-
-def preflight_gates(corpus: Corpus, profile: Profile) -> list[GateVerdict]:
-    """Truncation, before step 0: everything each model reads or is judged on fits its context (M-008)."""
-    t = profile.gates.max_truncated
-    goals = [g["goal"] for g in corpus.goals] + [it["goal"] for k in ("policy", "paraphrase") for it in corpus.benches[k].items]
-    policy = [(g, _nbytes(g), profile.policy.seq_len) for g in goals]
-
-    plan_len = profile.planner.plan_len + 1  # inputs and targets share one sequence one longer than the inputs
-    planner = []
-    for p in corpus.plans + corpus.benches["plan"].items:
-        planner.append((p["goal"], _nbytes(p["goal"]), profile.planner.encoder.seq_len))
-        planner.append((" ".join(p["plan"]), 2 * len(p["plan"]) + 2, plan_len))  # BOS (STEP a)* EOS
-
-    T, R = profile.talker.encoder.seq_len, profile.talker.response_len + 1
-    talker = []
-    for d in corpus.dialogues:
-        talker += [(d["prompt"], _nbytes(d["prompt"]), T), (d["response"], _nbytes(d["response"]) + 2, R)]
-        mem = memory_text(d["prompt"], d["response"])
-        talker.append((mem, _nbytes(mem), T))
-    for it in corpus.benches["gallery"].items:
-        talker += [(it["prompt"], _nbytes(it["prompt"]), T), (it["reference"], _nbytes(it["reference"]) + 2, R)]
-        talker += [(memory_text(m["prompt"], m["response"]), _nbytes(memory_text(m["prompt"], m["response"])), T)
-                   for m in it["memory"]]
-    return [G.truncation_gate("truncation_policy", policy, t), G.truncation_gate("truncation_planner", planner, t),
-            G.truncation_gate("truncation_talker", talker, t)]
-
-
-def planned_steps(corpus: Corpus, profile: Profile, steps: int | None = None) -> dict[str, int]:
-    """Per model: --steps if given, else enough for every unique sample to be seen often enough (M-011)."""
-    unique = {
-        "policy": len({g["goal"] for g in corpus.goals}),
-        "planner": len({p["goal"] for p in corpus.plans}),
-        "talker": len({d["prompt"] for d in corpus.dialogues}),
-    }
-    cfgs = {"policy": profile.policy_train, "planner": profile.planner_train, "talker": profile.talker_train}
-    return {m: steps if steps is not None else steps_for_coverage(unique[m], cfgs[m]) for m in MODELS}
-
-
 def fanout(*sinks: EmitFn) -> EmitFn:
     def emit(event: Event) -> None:
         for sink in sinks:
@@ -134,7 +90,7 @@ def train_run(
         profile = replace(profile, talker_train=replace(profile.talker_train,
                                                         da_steps=min(steps, profile.talker_train.da_steps)))
     plan = planned_steps(corpus, profile, steps)
-    preflight = preflight_gates(corpus, profile)
+    preflight_gates, cpu_data = preflight(corpus, profile)
     config = {
         "profile": profile.to_dict(),
         "data": str(corpus.root),
@@ -153,8 +109,8 @@ def train_run(
         run_id = store.create_run(profile=profile.name, command="train", config=config)
         writer = StoreWriter(store.path).start()
         try:
-            return _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, device, control,
-                                    progress, out)
+            return _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight_gates, cpu_data, device,
+                                    control, progress, out)
         except BaseException as e:
             # the run is over whatever happened; the store says how
             writer.close()
@@ -167,7 +123,7 @@ def train_run(
         store.close()
 
 
-def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, device, control, progress,
+def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cpu_data, device, control, progress,
                      out) -> TrainOutcome:
     t0 = time.perf_counter()
     control = control or TrainingControl()
@@ -234,7 +190,7 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, de
     torch.manual_seed(profile.policy_train.seed)
     policy = PolicyModel(profile.policy, len(corpus.intents))
     writer.event(run_id, "info", "model", f"policy: {count_params(policy):,} parameters")
-    data = build_policy_data(corpus.goals, corpus.intent_names, profile.policy.seq_len, device)
+    data = to_device(cpu_data.policy, device)
     extra = {"intents": [i.__dict__ for i in corpus.intents], "profile": profile.name}
     r = train_policy(policy, data, profile.policy_train, steps=plan["policy"], device=device, emit=emit,
                      control=control, checkpoint_extra=extra)
@@ -246,14 +202,14 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, de
     gates_by_model["policy"] = gates
 
     # planner: goal -> STEP a STEP b ... EOS, its encoder warm from the policy's
-    vocab = PlanVocab([i.name for i in corpus.intents if i.action])
+    vocab = cpu_data.vocab
     if stopped():
         gates_by_model["planner"] = [G.not_run("plan_bench", th.plan_bench, ">=", "the run was stopped")]
     else:
         torch.manual_seed(profile.planner_train.seed)
         planner = PlannerModel(profile.planner, vocab.size)
         _warm_start(planner.encoder, policy.encoder, profile, writer, run_id, "planner")
-        pdata = build_plan_data(corpus.plans, vocab, profile.planner.encoder.seq_len, profile.planner.plan_len, device)
+        pdata = to_device(cpu_data.plan, device)
         pr = train_planner(planner, pdata, profile.planner_train, steps=plan["planner"], device=device, emit=emit,
                            vocab=vocab, control=control, checkpoint_extra={"profile": profile.name})
         steps_done["planner"], final_losses["planner"] = pr.steps, pr.final_loss
@@ -275,7 +231,7 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, de
     torch.manual_seed(profile.talker_train.seed)
     talker = TalkerModel(profile.talker)
     _warm_start(talker.encoder, policy.encoder, profile, writer, run_id, "talker")
-    tdata = build_talk_data(corpus.dialogues, profile.talker, device)
+    tdata = to_device(cpu_data.talk, device)
     tr = train_talker(talker, tdata, profile.talker_train, steps=plan["talker"], device=device, emit=emit,
                       gallery=gallery, control=control, checkpoint_extra={"profile": profile.name})
     steps_done["talker"], final_losses["talker"] = tr.sft_steps + tr.da_steps, tr.final_loss

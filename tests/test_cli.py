@@ -58,7 +58,8 @@ def test_short_run_is_recorded_whole(trained_home):
             assert hashlib.sha256(path.read_bytes()).hexdigest() == ckpt["sha256"]
         gates = {e["gate"]: e for e in store.evals(run["id"])}
         assert set(gates) == {
-            "truncation_policy", "truncation_planner", "truncation_talker", "coverage_policy", "policy_bench",
+            "truncation_policy", "truncation_planner", "truncation_talker", "grad_check", "grad_flow", "padding", "vocab",
+            "coverage_policy", "policy_bench",
             "paraphrase_bench", "coverage_planner", "class_share", "plan_bench", "coverage_talker", "memory_prefix",
             "gallery_quality", "gallery_exact", "gallery_diversity", "concept_sim", "prefix_use", "da_regression",
             "gpu_util", "constant_metric"}
