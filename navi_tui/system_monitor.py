@@ -40,13 +40,27 @@ def nvml_sampler(index: int) -> Callable[[], float]:
 
 
 class SystemMonitor:
-    def __init__(self, sample: Callable[[], float], *, interval: float = 0.5, warmup: int = 20,
+    """Samples all the time; judges only while a training loop steps.
+
+    Between phases (benches, galleries, checkpoint writes, the next model's setup) the GPU
+    rightly idles for seconds: judged, those gaps stopped a healthy base run on an H100 at the
+    planner -> talker boundary (49% over 10 s). So the run calls training() when a loop starts
+    and idle() when it ends, and each phase's warm-up starts over.
+    """
+
+    def __init__(self, sample: Callable[[], float], *, interval: float = 0.5, warmup: int = 20, window: int = 60,
                  stop_below: float = 50.0, control: TrainingControl | None = None,
                  on_stop: Callable[[str], None] | None = None):
-        self.sample, self.interval, self.warmup = sample, interval, warmup
+        # the stop window is long (30 s): a talker's gallery decode inside its phase idles the gpu
+        # for seconds (a 10 s window stopped a healthy H100 run at 50%); M-015 lasted hours
+        self.sample, self.interval, self.warmup, self.window = sample, interval, warmup, window
         self.stop_below, self.control, self.on_stop = stop_below, control, on_stop
-        self.samples: list[float] = []
+        self.samples: list[float] = []  # every sample, training or not
+        self.judged: list[float] = []  # samples taken while training, after each phase's warm-up
         self.stop_reason: str | None = None
+        self._lock = threading.Lock()
+        self._active = False
+        self._phase: list[float] = []
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="navi-system-monitor", daemon=True)
 
@@ -54,26 +68,49 @@ class SystemMonitor:
         self._thread.start()
         return self
 
+    def training(self) -> None:
+        with self._lock:
+            self._active, self._phase = True, []
+
+    def idle(self) -> None:
+        with self._lock:
+            self._active = False
+
     def close(self) -> list[float]:
+        """Stop sampling; returns the judged samples (what the gpu_util gate holds to 80%)."""
         self._done.set()
         self._thread.join(timeout=5)
-        return list(self.samples)
+        return list(self.judged)
 
     def _run(self) -> None:
         while not self._done.wait(self.interval):
-            self.samples.append(self.sample())
-            after = self.samples[self.warmup:]
-            # judge a window, not one sample: a gallery pass or a checkpoint write idles the gpu briefly
-            if len(after) >= self.warmup and self.stop_reason is None:
-                mean = sum(after[-self.warmup:]) / self.warmup
-                if mean < self.stop_below:
-                    self.stop_reason = (f"GPU utilisation averaged {mean:.0f}% over the last {self.warmup} samples "
-                                        f"after warm-up, under {self.stop_below:.0f}%: the GPU is mostly idle, so the "
-                                        f"run stops (M-015)")
-                    if self.on_stop:
-                        self.on_stop(self.stop_reason)
-                    if self.control:
-                        self.control.stop()
+            value = self.sample()
+            with self._lock:
+                self.samples.append(value)
+                if not self._active:
+                    continue
+                self._phase.append(value)
+                if len(self._phase) <= self.warmup:
+                    continue
+                self.judged.append(value)
+                window = self._phase[-self.window:]
+                # judge a whole window of the phase, never a single sample, and only once warm
+                if len(self._phase) >= self.warmup + self.window and self.stop_reason is None:
+                    mean = sum(window) / len(window)
+                    if mean < self.stop_below:
+                        self.stop_reason = (f"GPU utilisation averaged {mean:.0f}% over the last {len(window)} "
+                                            f"samples while training, after warm-up, under {self.stop_below:.0f}%: "
+                                            f"the GPU is mostly idle, so the run stops (M-015)")
+                        reason = self.stop_reason
+                    else:
+                        reason = None
+                else:
+                    reason = None
+            if reason:
+                if self.on_stop:
+                    self.on_stop(reason)
+                if self.control:
+                    self.control.stop()
 
 
 MIN_AVAILABLE_RAM = 4 * 1024**3  # below this, long runs on this host have been killed (M-030)

@@ -10,6 +10,7 @@ it judged.
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 import math
 import sys
 import time
@@ -149,7 +150,12 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
 
     def finish(status: str) -> TrainOutcome:
         samples = monitor.close() if monitor else None
-        gates_by_model.setdefault("run", []).append(G.gpu_util_gate(samples, th.min_gpu_util, monitor.warmup if monitor else 0))
+        # judged samples are already past each phase's warm-up
+        util = G.gpu_util_gate(samples, th.min_gpu_util, 0)
+        if monitor and monitor.stop_reason:
+            # a run the guard stopped never passes, whatever the mean of what it did run
+            util = GateVerdict(util.name, util.value, util.threshold, util.op, False, monitor.stop_reason)
+        gates_by_model.setdefault("run", []).append(util)
         watched = {g.name: g.value for gates in gates_by_model.values() for g in gates
                    if g.name in G.CONSTANT_WATCH and g.value is not None}
         watched.update({f"final_loss_{m}": v for m, v in final_losses.items()})
@@ -192,8 +198,9 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
     writer.event(run_id, "info", "model", f"policy: {count_params(policy):,} parameters")
     data = to_device(cpu_data.policy, device)
     extra = {"intents": [i.__dict__ for i in corpus.intents], "profile": profile.name}
-    r = train_policy(policy, data, profile.policy_train, steps=plan["policy"], device=device, emit=emit,
-                     control=control, checkpoint_extra=extra)
+    with judged(monitor):
+        r = train_policy(policy, data, profile.policy_train, steps=plan["policy"], device=device, emit=emit,
+                         control=control, checkpoint_extra=extra)
     steps_done["policy"], final_losses["policy"] = r.steps, r.final_loss
     gates = [G.coverage_gate("coverage_policy", r.coverage_min, r.coverage_mean, th.min_coverage)]
     for kind in ("policy", "paraphrase"):
@@ -210,8 +217,9 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
         planner = PlannerModel(profile.planner, vocab.size)
         _warm_start(planner.encoder, policy.encoder, profile, writer, run_id, "planner")
         pdata = to_device(cpu_data.plan, device)
-        pr = train_planner(planner, pdata, profile.planner_train, steps=plan["planner"], device=device, emit=emit,
-                           vocab=vocab, control=control, checkpoint_extra={"profile": profile.name})
+        with judged(monitor):
+            pr = train_planner(planner, pdata, profile.planner_train, steps=plan["planner"], device=device, emit=emit,
+                               vocab=vocab, control=control, checkpoint_extra={"profile": profile.name})
         steps_done["planner"], final_losses["planner"] = pr.steps, pr.final_loss
         items = run_plan_bench(planner, corpus.benches["plan"], vocab, device)
         # teacher-forced accuracy is reported beside the bench, never instead of it (M-014)
@@ -232,8 +240,9 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
     talker = TalkerModel(profile.talker)
     _warm_start(talker.encoder, policy.encoder, profile, writer, run_id, "talker")
     tdata = to_device(cpu_data.talk, device)
-    tr = train_talker(talker, tdata, profile.talker_train, steps=plan["talker"], device=device, emit=emit,
-                      gallery=gallery, control=control, checkpoint_extra={"profile": profile.name})
+    with judged(monitor):
+        tr = train_talker(talker, tdata, profile.talker_train, steps=plan["talker"], device=device, emit=emit,
+                          gallery=gallery, control=control, checkpoint_extra={"profile": profile.name})
     steps_done["talker"], final_losses["talker"] = tr.sft_steps + tr.da_steps, tr.final_loss
     gallery_rows = tr.gallery
     final = gallery_summary(gallery_rows)
@@ -251,6 +260,18 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
                              tr.rolled_back, th.max_da_regression),
     ]
     return finish("stopped" if tr.stopped or stopped() else "completed")
+
+
+@contextmanager
+def judged(monitor: SystemMonitor | None):
+    """GPU utilisation counts while a training loop runs, not in the gaps between models."""
+    if monitor:
+        monitor.training()
+    try:
+        yield
+    finally:
+        if monitor:
+            monitor.idle()
 
 
 def _earlier_metrics(store, run_id: int) -> list[tuple[int, str, dict[str, float]]]:

@@ -1,5 +1,6 @@
 """The run database: one SQLite file per navi home, at home/navi.db."""
 
+import contextlib
 import json
 import os
 import socket
@@ -48,6 +49,30 @@ def _enable_wal(db: sqlite_utils.Database, patience: float = 30) -> None:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def write_transaction(db: sqlite_utils.Database):
+    """One write transaction that takes the write lock up front (BEGIN IMMEDIATE).
+
+    sqlite-utils' atomic() begins a deferred transaction, and an insert first reads the table's
+    columns: once another connection (the writer thread) commits in between, SQLite refuses to
+    turn that read into a write and answers "database is locked" at once, without waiting out
+    busy_timeout. Seen in the test suite; BEGIN IMMEDIATE waits for the lock instead.
+    """
+    if db.conn.in_transaction:
+        with db.atomic():  # nested: a savepoint inside the open transaction
+            yield db
+        return
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        if db.conn.in_transaction:
+            db.conn.execute("ROLLBACK")
+        raise
+    else:
+        db.conn.execute("COMMIT")
 
 
 def _json_or_none(value) -> str | None:
@@ -101,7 +126,7 @@ class Store:
         config: dict,
         resumed_from: int | None = None,
     ) -> int:
-        with self.db.atomic():
+        with write_transaction(self.db):
             table = self.db["runs"].insert(
                 {
                     "created": time.time(),
@@ -132,7 +157,7 @@ class Store:
             raise ValueError(f"status must be one of {finished}, not {status!r}")
         if verdict is not None and verdict not in VERDICTS:
             raise ValueError(f"verdict must be None or one of {VERDICTS}, not {verdict!r}")
-        with self.db.atomic():
+        with write_transaction(self.db):
             cursor = self.db.execute(
                 "UPDATE runs SET status = ?, verdict = ?, message = ?, finished = ? WHERE id = ?",
                 [status, verdict, message, time.time(), run_id],
@@ -149,7 +174,7 @@ class Store:
         )
         dead = [(row["id"], row["pid"]) for row in running if not process_alive(row["pid"])]
         now = time.time()
-        with self.db.atomic():
+        with write_transaction(self.db):
             for run_id, pid in dead:
                 # the status test keeps a run that finished meanwhile as it is
                 self.db.execute(
@@ -175,13 +200,13 @@ class Store:
     def insert_metrics(self, rows: list[dict]) -> None:
         """Insert rows of run_id, step, phase, name, value and optional time."""
         records = [metric_row(**row) for row in rows]
-        with self.db.atomic():
+        with write_transaction(self.db):
             self.db["metrics"].insert_all(records)
 
     def insert_events(self, rows: list[dict]) -> None:
         """Insert rows of run_id, level, kind, message, optional data and time."""
         records = [event_row(**row) for row in rows]
-        with self.db.atomic():
+        with write_transaction(self.db):
             self.db["events"].insert_all(records)
 
     def metrics(self, run_id: int, name: str | None = None) -> list[dict]:
@@ -221,7 +246,7 @@ class Store:
         sha256: str,
         meta: dict | None = None,
     ) -> int:
-        with self.db.atomic():
+        with write_transaction(self.db):
             table = self.db["checkpoints"].insert(
                 {
                     "run_id": run_id,
@@ -279,7 +304,7 @@ class Store:
             }
             for row in rows
         ]
-        with self.db.atomic():
+        with write_transaction(self.db):
             self.db["evals"].insert_all(records)
 
     def add_gallery(self, run_id: int, checkpoint_id: int | None, rows: list[dict]) -> None:
@@ -299,7 +324,7 @@ class Store:
             }
             for row in rows
         ]
-        with self.db.atomic():
+        with write_transaction(self.db):
             self.db["gallery"].insert_all(records)
 
     def gallery(self, run_id: int) -> list[dict]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from .db import connect
+from .db import connect, write_transaction
 from .rows import event_row, metric_row
 from .schema import apply_schema
 
@@ -195,7 +195,7 @@ class StoreWriter:
         rows = sum(len(table_rows) for table_rows in batch.values())
         if rows == 0:
             return
-        with db.atomic():
+        with write_transaction(db):
             for table, table_rows in batch.items():
                 if table_rows:
                     db[table].insert_all(table_rows)

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import sqlite3
 import time
 from pathlib import Path
 
@@ -655,3 +656,35 @@ def test_gallery_rows_round_trip(fresh_store):
     rows = fresh_store.gallery(run_id)
     assert [(r["prompt"], r["exact"], r["score"]) for r in rows] == [("hi", 1, 1.0), ("again", 0, 0.1)]
     assert json.loads(rows[1]["memory_json"]) == [{"prompt": "build it", "response": "Starting the build."}]
+
+
+def test_a_deferred_write_that_loses_the_race_is_refused_at_once(tmp_path):
+    # the failure write_transaction exists for: read, another connection commits, then write
+    from store.db import connect
+
+    Store(tmp_path).close()
+    a, b = connect(tmp_path / "navi.db"), connect(tmp_path / "navi.db")
+    a.conn.execute("BEGIN")
+    a.conn.execute("SELECT count(*) FROM runs").fetchone()
+    b.execute("INSERT INTO events (time, level, kind, message) VALUES (1, 'info', 'x', 'y')")
+    b.conn.commit()
+    start = time.time()
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        a.conn.execute("INSERT INTO events (time, level, kind, message) VALUES (2, 'info', 'x', 'z')")
+    assert time.time() - start < 5  # no busy_timeout wait: it cannot succeed by waiting
+    a.conn.rollback()
+
+
+def test_store_writes_race_the_writer_thread_without_lock_errors(fresh_store):
+    run_id = new_run(fresh_store)
+    writer = StoreWriter(fresh_store.path, flush_interval=0.001).start()
+    deadline = time.time() + 2.0
+    n = 0
+    while time.time() < deadline and n < 400:
+        writer.metrics(run_id, n, "policy", {"loss": 1.0 / (n + 1), "lr": 0.001})
+        fresh_store.add_evals(run_id, None, [{"gate": "g", "value": 1.0, "threshold": ">= 1", "passed": True}])
+        fresh_store.insert_events([{"run_id": run_id, "level": "info", "kind": "k", "message": str(n)}])
+        n += 1
+    writer.close()
+    assert len(fresh_store.evals(run_id)) == n
+    assert len(fresh_store.metrics(run_id, "loss")) == n

@@ -12,27 +12,35 @@ from navi_model.control import TrainingControl
 from navi_tui.system_monitor import SystemMonitor, gpu_name, host_warnings
 
 
-def run_monitor(values, **kw):
+def run_monitor(values, training=True, **kw):
     it = iter(values)
     control = TrainingControl()
     reasons = []
-    monitor = SystemMonitor(lambda: next(it, values[-1]), interval=0.005, warmup=4, control=control,
+    monitor = SystemMonitor(lambda: next(it, values[-1]), interval=0.005, warmup=4, window=4, control=control,
                             on_stop=reasons.append, **kw).start()
+    if training:
+        monitor.training()
     time.sleep(0.3)
-    samples = monitor.close()
-    return control, reasons, samples
+    judged = monitor.close()
+    return control, reasons, judged, monitor
 
 
 def test_an_idle_gpu_after_warm_up_stops_the_run():
-    control, reasons, samples = run_monitor([0, 0, 0, 0] + [6.0] * 20)  # M-015: 5-7% for hours
+    control, reasons, judged, _ = run_monitor([0, 0, 0, 0] + [6.0] * 40)  # M-015: 5-7% for hours
     assert control.stopped
-    assert reasons and reasons[0].startswith("GPU utilisation averaged 6% over the last 4 samples after warm-up")
-    assert len(samples) >= 8
+    assert reasons and reasons[0].startswith("GPU utilisation averaged 6% over the last 4 samples while training")
+    assert judged[:4] == [6.0] * 4  # the warm-up's zeros are not judged
 
 
 def test_a_busy_gpu_runs_on():
-    control, reasons, _ = run_monitor([0, 0, 0, 0] + [93.0] * 20)
-    assert not control.stopped and reasons == []
+    control, reasons, judged, _ = run_monitor([0, 0, 0, 0] + [93.0] * 40)
+    assert not control.stopped and reasons == [] and set(judged) == {93.0}
+
+
+def test_the_gaps_between_training_phases_are_not_judged():
+    # idle between models (benches, checkpoints): sampled, never judged, never a stop
+    control, reasons, judged, monitor = run_monitor([3.0] * 60, training=False)
+    assert not control.stopped and judged == [] and len(monitor.samples) > 20
 
 
 def test_no_gpu_here():
