@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from navi_model.vocab import encode_encoder_batch, text_bytes
+from navi_model.vocab import encode_encoder_batch
 
 
 @dataclass
@@ -22,10 +22,6 @@ class PolicyData:
     @property
     def n(self) -> int:
         return self.labels.shape[0]
-
-
-def longest_bytes(texts: list[str]) -> int:
-    return max((len(text_bytes(t)) for t in texts), default=0)
 
 
 def build_policy_data(goals: list[dict], intents: list[str], seq_len: int, device: torch.device) -> PolicyData:

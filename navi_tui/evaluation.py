@@ -17,6 +17,8 @@ from navi_model.planner import planner_from_payload, run_plan_bench
 from navi_model.talker import concept_similarity, gallery_summary, prefix_use, run_gallery, talker_from_payload
 from store import Store, load_checkpoint
 
+from navi_tui.recorder import eval_row
+
 # which model answers each kind of bench
 BENCH_MODEL = {"policy": "policy", "paraphrase": "policy", "plan": "planner", "gallery": "talker"}
 MODELS = ("policy", "planner", "talker")
@@ -125,9 +127,7 @@ def evaluate_run(store: Store, *, run_id: int | None, checkpoint_id: int | None,
         gates_by_model.setdefault(m, []).extend(new)
 
     for m, gates in gates_by_model.items():
-        store.add_evals(run["id"], ckpts[m]["id"], [
-            {"gate": g.name, "value": g.value, "threshold": g.threshold_text, "passed": g.passed,
-             "detail": {"summary": g.summary, "items": g.detail, "command": "eval"}} for g in gates])
+        store.add_evals(run["id"], ckpts[m]["id"], [eval_row(g, command="eval") for g in gates])
     if gallery_rows:
         store.add_gallery(run["id"], ckpts["talker"]["id"], gallery_rows)
     return EvalOutcome(run["id"], {m: c["id"] for m, c in ckpts.items()},

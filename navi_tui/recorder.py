@@ -9,7 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from navi_model.events import CheckpointReady, Event, LogLine, MetricsLogged
+from navi_model.gates import GateVerdict
 from store import Store, StoreWriter, save_checkpoint
+
+
+def eval_row(g: GateVerdict, **context) -> dict:
+    """A gate's verdict as a row of the store's evals table; per-item results go in its detail."""
+    return {"gate": g.name, "value": g.value, "threshold": g.threshold_text, "passed": g.passed,
+            "detail": {"summary": g.summary, "items": g.detail, **context}}
 
 
 class RunRecorder:

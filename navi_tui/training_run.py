@@ -36,7 +36,7 @@ from navi_model.train import train_policy
 from store import StoreWriter
 
 from navi_tui.home import open_store
-from navi_tui.recorder import RunRecorder
+from navi_tui.recorder import RunRecorder, eval_row
 from navi_tui.system_monitor import SystemMonitor, host_warnings, nvml_sampler
 
 
@@ -163,7 +163,7 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
                                                             f"navi-tui --no-ui diagnose --run {run_id}"))
         for model, gates in gates_by_model.items():
             store.add_evals(run_id, recorder.checkpoint_ids.get(model) if model else None,
-                            [_eval_row(g) for g in gates])
+                            [eval_row(g) for g in gates])
         if gallery_rows:
             store.add_gallery(run_id, recorder.checkpoint_ids.get("talker"), gallery_rows)
         everything = [g for gates in gates_by_model.values() for g in gates]
@@ -301,8 +301,3 @@ def _warm_start(encoder: torch.nn.Module, policy_encoder: torch.nn.Module, profi
     # same shapes by construction of the profile; rope tables are buffers sized per model, not weights
     encoder.load_state_dict(policy_encoder.state_dict())
     writer.event(run_id, "info", "warm_start", f"{name}: encoder starts from the trained policy encoder")
-
-
-def _eval_row(g: GateVerdict) -> dict:
-    return {"gate": g.name, "value": g.value, "threshold": g.threshold_text, "passed": g.passed,
-            "detail": {"summary": g.summary, "items": g.detail}}
