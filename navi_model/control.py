@@ -14,6 +14,8 @@ class TrainingControl:
         self._stop = threading.Event()
         self._running = threading.Event()
         self._running.set()
+        self._lock = threading.Lock()
+        self._requests: set[str] = set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -37,3 +39,16 @@ class TrainingControl:
         """Block while paused; return True if the loop should stop."""
         self._running.wait()
         return self._stop.is_set()
+
+    def request(self, what: str) -> None:
+        """Ask the loop for a one-off action at its next step boundary (e.g. "gallery")."""
+        with self._lock:
+            self._requests.add(what)
+
+    def take(self, what: str) -> bool:
+        """True once per request: the loop that serves it takes it."""
+        with self._lock:
+            if what in self._requests:
+                self._requests.discard(what)
+                return True
+            return False

@@ -33,7 +33,9 @@ from navi_model.control import TrainingControl
 from navi_model.corpus.load import Bench, CorpusError
 from navi_model.events import CheckpointReady, EmitFn, LogLine, MetricsLogged
 from navi_model.model import Block, Encoder, RMSNorm, _init_weights, rotary_tables
-from navi_model.train import EpochSampler, coverage, flushes_denormals_on_cpu, get_lr, make_optimizer
+from navi_model.train import (
+    EpochSampler, coverage, flushes_denormals_on_cpu, get_lr, make_optimizer, restore_training_state, training_state,
+)
 from navi_model.vocab import TruncationError, Vocabulary, check_ids, encode_encoder_batch, text_bytes
 
 PAD, BOS, EOS, STEP, THINK, ENDTHINK = range(6)
@@ -266,10 +268,12 @@ def train_planner(
     vocab: PlanVocab,
     control: TrainingControl | None = None,
     checkpoint_extra: dict | None = None,
+    resume: dict | None = None,
 ) -> PlannerTrainResult:
     """Train for `steps` steps (fewer if the control object stops it); always ends with a checkpoint.
 
     Loss: class-weighted mean cross-entropy over the non-PAD targets (weights from class_weights).
+    resume: a payload this trainer emitted earlier; the run continues from its step to `steps`.
     """
     _check_vocab(model, vocab)
     model.to(device).train()
@@ -293,9 +297,18 @@ def train_planner(
     last_loss = float("nan")
     stopped = False
     emit(LogLine("info", "phase", f"planner: {steps} steps over {data.n_unique} unique goals, batch {cfg.batch_size}"))
+    start = 0
+    if resume is not None:
+        # same size, other order would load without complaint and scramble every action id
+        if list(resume["actions"]) != vocab.actions:
+            raise ValueError(f"resume: the checkpoint's actions {resume['actions']} "
+                             f"are not this vocabulary's {vocab.actions}")
+        start = restore_training_state(resume, model=model, opt=opt, sampler=sampler, seen=seen)
+        emit(LogLine("info", "resume", f"planner: continuing from step {start} of {steps}"))
 
-    step = 0
-    for step in range(steps):
+    # counted, not taken from the loop variable: the loop may run no step at all
+    steps_done = start
+    for step in range(start, steps):
         if control is not None and control.checkpoint_between_steps():
             stopped = True
             break
@@ -314,6 +327,7 @@ def train_planner(
         opt.step()
         # flush the gradients as soon as we can, no need for this memory anymore
         opt.zero_grad(set_to_none=True)
+        steps_done = step + 1
 
         real = targets != PAD
         loss_sum += loss.detach()
@@ -338,13 +352,13 @@ def train_planner(
             token_sum.zero_()
             window_steps, window_t0 = 0, now
 
-    steps_done = step + 1 if not stopped else step
     if stopped and window_steps:
         last_loss = (loss_sum / window_steps).item()
     cov_min, cov_mean = coverage(seen, data.goal_index, data.n_unique)
     emit(MetricsLogged(steps_done, "planner", {"coverage_min": cov_min, "coverage_mean": cov_mean}))
     emit(CheckpointReady(steps_done, "planner", "planner", f"planner_{steps_done:06d}",
-                         planner_payload(model, opt, vocab, steps_done, checkpoint_extra or {})))
+                         planner_payload(model, opt, vocab, steps_done,
+                                         {**(checkpoint_extra or {}), **training_state(sampler, seen)})))
     return PlannerTrainResult(steps_done, steps, stopped, last_loss, cov_min, cov_mean,
                               time.perf_counter() - t0, class_stats)
 

@@ -28,7 +28,9 @@ from navi_model.config import TalkerConfig, TalkerTrainConfig
 from navi_model.control import TrainingControl
 from navi_model.events import CheckpointReady, EmitFn, LogLine, MetricsLogged
 from navi_model.model import Block, Encoder, RMSNorm, _init_weights, rotary_tables
-from navi_model.train import EpochSampler, coverage, flushes_denormals_on_cpu, get_lr, make_optimizer
+from navi_model.train import (
+    EpochSampler, coverage, flushes_denormals_on_cpu, get_lr, make_optimizer, restore_training_state, training_state,
+)
 from navi_model.vocab import TALK_BOS, TALK_EOS, TALK_PAD, TALK_VOCAB, decode_talk, encode_decoder_batch, encode_encoder_batch
 
 
@@ -320,27 +322,119 @@ def train_talker(
     gallery: list[dict],
     control: TrainingControl | None = None,
     checkpoint_extra: dict | None = None,
+    resume: dict | None = None,
 ) -> TalkerTrainResult:
-    """SFT for `steps` steps, then (if cfg.da_steps) DA with an automatic rollback on a gallery regression."""
+    """SFT for `steps` steps, then (if cfg.da_steps) DA with an automatic rollback on a gallery regression.
+
+    resume: a payload this trainer emitted earlier. From an "sft" payload SFT continues from its
+    step and the rest runs as usual; from a "da" payload SFT is skipped and the rest of DA runs.
+    """
     extra = checkpoint_extra or {}
     model.to(device).train()
     if cfg.freeze_encoder:
         model.encoder.requires_grad_(False)
-    K = model.cfg.memory_k
     opt = make_optimizer(model, cfg, device)
     sampler = EpochSampler(data.n, cfg.batch_size - int(cfg.batch_size * cfg.length_weighted_share), device, cfg.seed)
-    n_weighted = int(cfg.batch_size * cfg.length_weighted_share)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    use_bf16 = device.type == "cuda"
+    seen = torch.zeros(data.n, device=device)
+    t0 = time.perf_counter()
 
+    from_da = resume is not None and resume["phase"] == "da"
+    start = 0
+    if resume is not None:
+        # a DA payload carries DA's fresh optimizer: nothing for SFT to continue with
+        start = restore_training_state(resume, model=model, opt=None if from_da else opt, sampler=sampler,
+                                       seen=seen, gen=gen)
+    if from_da:
+        sft_steps, stopped, last_loss = int(resume["sft_steps"]), False, math.nan
+        da_start = start - sft_steps
+        emit(LogLine("info", "resume", f"talker da: continuing from step {da_start} of {cfg.da_steps}"))
+    else:
+        emit(LogLine("info", "phase", f"talker sft: {steps} steps over {data.n_unique} unique prompts, batch {cfg.batch_size}"))
+        if resume is not None:
+            emit(LogLine("info", "resume", f"talker sft: continuing from step {start} of {steps}"))
+        sft_steps, stopped, last_loss = _train_sft(model, data, cfg, opt, sampler, gen, seen, start, steps,
+                                                   device, emit, gallery, control)
+        da_start = 0
+
+    # coverage and memory share over the whole of SFT, from the counts (restored after a resume);
+    # every row past turn 0 carries memory
+    cov_min, cov_mean = coverage(seen, data.prompt_index, data.n_unique)
+    memory_share = float((data.earlier[None, :] > 0).float().mul(seen).sum() / seen.sum().clamp_min(1))
+    emit(MetricsLogged(sft_steps, "sft", {"coverage_min": cov_min, "coverage_mean": cov_mean,
+                                          "memory_share_total": memory_share}))
+
+    sft_name = f"talker_sft_{sft_steps:06d}"
+    if from_da:
+        # the pre-DA gallery ran before that payload was written: its summary stays the yardstick
+        pre, rows = dict(resume["pre_da"]), []
+    else:
+        rows = run_gallery(model, gallery, device)
+        model.train()
+        pre = gallery_summary(rows)
+        emit(MetricsLogged(sft_steps, "sft", pre))
+        # the SFT-only checkpoint is always kept: it is what a DA regression rolls back to (M-039)
+        sft_extra = {**extra, **training_state(sampler, seen, gen)}
+        emit(CheckpointReady(sft_steps, "sft", "talker", sft_name,
+                             checkpoint_payload(model, opt, sft_steps, "sft", sft_extra)))
+    result = TalkerTrainResult(sft_steps, 0, stopped, last_loss, cov_min, cov_mean, memory_share,
+                               time.perf_counter() - t0, pre_da=pre, gallery=rows)
+    # a DA payload always goes on: its model is a DA model, to be judged against pre_da
+    if stopped or (cfg.da_steps <= 0 and not from_da):
+        return result
+
+    # the pre-DA weights to roll back to; after a resume from a DA payload they are not in memory
+    sft_state = None if from_da else {k: v.detach().clone() for k, v in model.state_dict().items()}
+    da_done, da_loss = _train_da(model, data, cfg, device, emit, control, gen, sampler, sft_steps, da_start)
+    result.da_steps, result.final_loss = da_done, da_loss
+    rows_after = run_gallery(model, gallery, device)
+    post = gallery_summary(rows_after)
+    result.post_da = post
+    emit(MetricsLogged(sft_steps + da_done, "da", post))
+    da_opt = make_optimizer(model, cfg, device)  # a fresh, empty state: DA's optimizer is not resumable
+    # sft_steps and pre_da let a resume from this payload find its DA step and judge DA honestly
+    da_extra = {**extra, **training_state(sampler, seen, gen), "sft_steps": sft_steps, "pre_da": pre}
+    emit(CheckpointReady(sft_steps + da_done, "da", "talker", f"talker_da_{sft_steps + da_done:06d}",
+                         checkpoint_payload(model, da_opt, sft_steps + da_done, "da", da_extra)))
+    regressed = (post["gallery_similarity"] < pre["gallery_similarity"] - cfg.da_tolerance
+                 or post["gallery_exact"] < pre["gallery_exact"] - cfg.da_tolerance)
+    if regressed and sft_state is not None:
+        model.load_state_dict(sft_state)
+        result.rolled_back = True
+        emit(LogLine("warn", "rollback",
+                     f"DA regressed the gallery (similarity {pre['gallery_similarity']:.3f} -> "
+                     f"{post['gallery_similarity']:.3f}, exact {pre['gallery_exact']:.3f} -> {post['gallery_exact']:.3f}); "
+                     f"rolled back to the pre-DA checkpoint {sft_name}",
+                     {"restore": sft_name, "model": "talker", "pre": pre, "post": post}))
+    else:
+        if regressed:
+            # resumed from a DA payload: the pre-DA weights are not in memory, so there is nothing to
+            # roll back to. the DA model stays, rolled_back stays False, and the caller's da_regression
+            # gate (pre against post) fails instead of a rollback hiding the regression
+            emit(LogLine("warn", "da",
+                         f"DA regressed the gallery (similarity {pre['gallery_similarity']:.3f} -> "
+                         f"{post['gallery_similarity']:.3f}, exact {pre['gallery_exact']:.3f} -> "
+                         f"{post['gallery_exact']:.3f}); no rollback after a resume from a DA checkpoint",
+                         {"model": "talker", "pre": pre, "post": post}))
+        result.gallery = rows_after
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _train_sft(model, data, cfg, opt, sampler, gen, seen, start, steps, device, emit, gallery, control
+               ) -> tuple[int, bool, float]:
+    """SFT steps start..steps-1 -> (steps done in all, stopped by the control object, last logged loss)."""
+    K = model.cfg.memory_k
+    n_weighted = int(cfg.batch_size * cfg.length_weighted_share)
+    use_bf16 = device.type == "cuda"
     loss_sum = torch.zeros((), device=device)
     mem_rows = torch.zeros((), device=device)
-    seen = torch.zeros(data.n, device=device)
-    window, t_window, t0 = 0, time.perf_counter(), time.perf_counter()
-    last_loss, stopped, step = math.nan, False, 0
-    emit(LogLine("info", "phase", f"talker sft: {steps} steps over {data.n_unique} unique prompts, batch {cfg.batch_size}"))
+    window, t_window = 0, time.perf_counter()
+    last_loss, stopped = math.nan, False
+    # counted, not taken from the loop variable: the loop may run no step at all
+    steps_done = start
 
-    for step in range(steps):
+    for step in range(start, steps):
         if control is not None and control.checkpoint_between_steps():
             stopped = True
             break
@@ -359,13 +453,16 @@ def train_talker(
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        steps_done = step + 1
 
         loss_sum += loss.detach()
         mem_rows += present.any(dim=1).sum()
         seen.index_add_(0, idx, torch.ones_like(idx, dtype=seen.dtype))
         window += 1
-        if gallery and cfg.sample_every and (step + 1) % cfg.sample_every == 0 and step < steps - 1:
-            _sample(model, gallery, device, step + 1, emit)
+        # a person asked for the gallery now (the console's g key): all of it, at this step boundary
+        asked = gallery and control is not None and control.take("gallery")
+        if asked or (gallery and cfg.sample_every and (step + 1) % cfg.sample_every == 0 and step < steps - 1):
+            _sample(model, gallery, device, step + 1, emit, n=len(gallery) if asked else 3)
         if (step + 1) % cfg.log_every == 0 or step == steps - 1:
             mean_loss, mem_share = torch.stack([loss_sum / window, mem_rows / (window * idx.numel())]).tolist()
             now = time.perf_counter()
@@ -380,56 +477,14 @@ def train_talker(
             loss_sum.zero_()
             mem_rows.zero_()
             window, t_window = 0, now
-
-    sft_steps = step if stopped else step + 1
-    cov_min, cov_mean = coverage(seen, data.prompt_index, data.n_unique)
-    # memory share over the whole of SFT, from the counts: every row past turn 0 carries memory
-    memory_share = float((data.earlier[None, :] > 0).float().mul(seen).sum() / seen.sum().clamp_min(1))
-    emit(MetricsLogged(sft_steps, "sft", {"coverage_min": cov_min, "coverage_mean": cov_mean,
-                                          "memory_share_total": memory_share}))
-
-    rows = run_gallery(model, gallery, device)
-    model.train()
-    pre = gallery_summary(rows)
-    emit(MetricsLogged(sft_steps, "sft", pre))
-    sft_name = f"talker_sft_{sft_steps:06d}"
-    # the SFT-only checkpoint is always kept: it is what a DA regression rolls back to (M-039)
-    emit(CheckpointReady(sft_steps, "sft", "talker", sft_name, checkpoint_payload(model, opt, sft_steps, "sft", extra)))
-    result = TalkerTrainResult(sft_steps, 0, stopped, last_loss, cov_min, cov_mean, memory_share,
-                               time.perf_counter() - t0, pre_da=pre, gallery=rows)
-    if stopped or cfg.da_steps <= 0:
-        return result
-
-    sft_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    da_done, da_loss = _train_da(model, data, cfg, device, emit, control, gen, sampler, sft_steps)
-    result.da_steps, result.final_loss = da_done, da_loss
-    rows_after = run_gallery(model, gallery, device)
-    post = gallery_summary(rows_after)
-    result.post_da = post
-    emit(MetricsLogged(sft_steps + da_done, "da", post))
-    da_opt = make_optimizer(model, cfg, device)  # a fresh, empty state: DA's optimizer is not resumable
-    emit(CheckpointReady(sft_steps + da_done, "da", "talker", f"talker_da_{sft_steps + da_done:06d}",
-                         checkpoint_payload(model, da_opt, sft_steps + da_done, "da", extra)))
-    regressed = (post["gallery_similarity"] < pre["gallery_similarity"] - cfg.da_tolerance
-                 or post["gallery_exact"] < pre["gallery_exact"] - cfg.da_tolerance)
-    if regressed:
-        model.load_state_dict(sft_state)
-        result.rolled_back = True
-        emit(LogLine("warn", "rollback",
-                     f"DA regressed the gallery (similarity {pre['gallery_similarity']:.3f} -> "
-                     f"{post['gallery_similarity']:.3f}, exact {pre['gallery_exact']:.3f} -> {post['gallery_exact']:.3f}); "
-                     f"rolled back to the pre-DA checkpoint {sft_name}",
-                     {"restore": sft_name, "model": "talker", "pre": pre, "post": post}))
-    else:
-        result.gallery = rows_after
-    result.seconds = time.perf_counter() - t0
-    return result
+    return steps_done, stopped, last_loss
 
 
-def _sample(model: TalkerModel, gallery: list[dict], device: torch.device, step: int, emit: EmitFn) -> None:
+def _sample(model: TalkerModel, gallery: list[dict], device: torch.device, step: int, emit: EmitFn,
+            n: int = 3) -> None:
     """Mid-training look: is the encoder collapsing (M-029), does greedy output make sense (M-039)?"""
     sim = concept_similarity(model, [it["prompt"] for it in gallery], device)
-    rows = run_gallery(model, gallery[:3], device)
+    rows = run_gallery(model, gallery[:n], device)
     model.train()
     emit(MetricsLogged(step, "sft", {"concept_sim": sim}))
     for r in rows:
@@ -437,20 +492,24 @@ def _sample(model: TalkerModel, gallery: list[dict], device: torch.device, step:
                      {"step": step, "prompt": r["prompt"], "output": r["output"], "reference": r["reference"]}))
 
 
-def _train_da(model, data, cfg, device, emit, control, gen, sampler, start_step) -> tuple[int, float]:
+def _train_da(model, data, cfg, device, emit, control, gen, sampler, start_step, first=0) -> tuple[int, float]:
     """DA: whole sequences whose decoder input, from a random point on, is the model's own greedy
-    prediction of each byte, trained against the true response and mixed with the SFT loss."""
+    prediction of each byte, trained against the true response and mixed with the SFT loss.
+
+    Runs DA steps first..cfg.da_steps-1 (first > 0 after a resume) -> (DA steps done in all, last logged loss).
+    """
     model.train()
     opt = make_optimizer(model, cfg, device)
     for group in opt.param_groups:
         group["lr"] = cfg.da_lr
     K = model.cfg.memory_k
     use_bf16 = device.type == "cuda"
-    loss_sum, window, last, step = torch.zeros((), device=device), 0, math.nan, 0
+    loss_sum, window, last = torch.zeros((), device=device), 0, math.nan
     emit(LogLine("info", "phase", f"talker da: {cfg.da_steps} steps at lr {cfg.da_lr:g}, mix {cfg.da_mix}"))
-    for step in range(cfg.da_steps):
+    done = first  # counted: after a resume the loop may run no step at all
+    for step in range(first, cfg.da_steps):
         if control is not None and control.checkpoint_between_steps():
-            return step, last
+            return done, last
         idx = sampler.next()
         inputs, _ = _batch(data, idx, K, gen)
         dec_in, dec_tgt = data.dec_inputs[idx], data.dec_targets[idx]
@@ -468,6 +527,7 @@ def _train_da(model, data, cfg, device, emit, control, gen, sampler, start_step)
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        done = step + 1
         loss_sum += loss.detach()
         window += 1
         if (step + 1) % cfg.log_every == 0 or step == cfg.da_steps - 1:
@@ -475,4 +535,4 @@ def _train_da(model, data, cfg, device, emit, control, gen, sampler, start_step)
             emit(MetricsLogged(start_step + step + 1, "da", {"loss": last, "lr": cfg.da_lr}))
             loss_sum.zero_()
             window = 0
-    return cfg.da_steps, last
+    return done, last

@@ -86,6 +86,49 @@ class EpochSampler:
         self.pos += self.batch_size
         return idx
 
+    def state_dict(self) -> dict:
+        """Plain values (perm on the CPU): a resumed run draws the very batches this one would have."""
+        return {"n": self.n, "batch_size": self.batch_size, "perm": self.perm.detach().cpu().clone(),
+                "pos": self.pos, "gen": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        # a permutation of other data or another batch size would silently skew coverage
+        if (state["n"], state["batch_size"]) != (self.n, self.batch_size):
+            raise ValueError(f"sampler state for {state['n']} rows in batches of {state['batch_size']} does not fit "
+                             f"{self.n} rows in batches of {self.batch_size}")
+        self.perm = state["perm"].to(self.device)
+        self.pos = int(state["pos"])
+        self.gen.set_state(state["gen"])
+
+
+def training_state(sampler: EpochSampler, seen: torch.Tensor, gen: torch.Generator | None = None) -> dict:
+    """What a resume needs beside weights and optimizer, as plain CPU values for a payload.
+
+    seen is cloned: on the CPU .cpu() would hand out the live tensor that later steps keep adding to.
+    """
+    state = {"sampler": sampler.state_dict(), "seen": seen.detach().cpu().clone()}
+    if gen is not None:
+        state["gen_state"] = gen.get_state()
+    return state
+
+
+def restore_training_state(resume: dict, *, model: torch.nn.Module, opt: torch.optim.Optimizer | None,
+                           sampler: EpochSampler, seen: torch.Tensor, gen: torch.Generator | None = None) -> int:
+    """Load a payload a trainer emitted (see training_state) into a freshly set-up loop; returns
+    the step to continue from. Call it after the model is on the device and opt is built, so the
+    optimizer state lands on the parameters' device. opt=None leaves the optimizer fresh."""
+    model.load_state_dict(resume["model"])
+    if opt is not None:
+        opt.load_state_dict(resume["optimizer"])
+    sampler.load_state_dict(resume["sampler"])
+    if resume["seen"].shape != seen.shape:
+        raise ValueError(f"coverage counts for {resume['seen'].numel()} rows do not fit data of {seen.numel()} rows")
+    # restored, not restarted: the coverage gate judges the whole run, not just the part after the resume
+    seen.copy_(resume["seen"])
+    if gen is not None:
+        gen.set_state(resume["gen_state"])
+    return int(resume["step"])
+
 
 @dataclass
 class PolicyTrainResult:
@@ -121,10 +164,12 @@ def train_policy(
     emit: EmitFn,
     control: TrainingControl | None = None,
     checkpoint_extra: dict | None = None,
+    resume: dict | None = None,
 ) -> PolicyTrainResult:
     """Train for `steps` steps (fewer if the control object stops it); always ends with a checkpoint.
 
     checkpoint_extra: plain values stored in the checkpoint beside the weights (intents, profile).
+    resume: a payload this trainer emitted earlier; the run continues from its step to `steps`.
     """
     model.to(device).train()
     opt = make_optimizer(model, cfg, device)
@@ -140,9 +185,14 @@ def train_policy(
     last_loss = float("nan")
     stopped = False
     emit(LogLine("info", "phase", f"policy: {steps} steps over {data.n_unique} unique goals, batch {cfg.batch_size}"))
+    start = 0
+    if resume is not None:
+        start = restore_training_state(resume, model=model, opt=opt, sampler=sampler, seen=seen)
+        emit(LogLine("info", "resume", f"policy: continuing from step {start} of {steps}"))
 
-    step = 0
-    for step in range(steps):
+    # counted, not taken from the loop variable: the loop may run no step at all
+    steps_done = start
+    for step in range(start, steps):
         if control is not None and control.checkpoint_between_steps():
             stopped = True
             break
@@ -160,6 +210,7 @@ def train_policy(
         opt.step()
         # flush the gradients as soon as we can, no need for this memory anymore
         opt.zero_grad(set_to_none=True)
+        steps_done = step + 1
 
         loss_sum += loss.detach()
         correct_sum += (logits.detach().argmax(-1) == data.labels[idx]).sum()
@@ -181,11 +232,11 @@ def train_policy(
             correct_sum.zero_()
             window_steps, window_t0 = 0, now
 
-    steps_done = step + 1 if not stopped else step
     if stopped and window_steps:
         last_loss = (loss_sum / window_steps).item()
     cov_min, cov_mean = coverage(seen, data.goal_index, data.n_unique)
     emit(MetricsLogged(steps_done, "policy", {"coverage_min": cov_min, "coverage_mean": cov_mean}))
     emit(CheckpointReady(steps_done, "policy", "policy", f"policy_{steps_done:06d}",
-                         checkpoint_payload(model, opt, steps_done, checkpoint_extra or {})))
+                         checkpoint_payload(model, opt, steps_done,
+                                            {**(checkpoint_extra or {}), **training_state(sampler, seen)})))
     return PolicyTrainResult(steps_done, steps, stopped, last_loss, cov_min, cov_mean, time.perf_counter() - t0)

@@ -33,13 +33,24 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--profile", default="tiny", choices=sorted(PROFILES), help="model and training sizes (default: tiny)")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                     help="where to train: auto takes a GPU when one is visible (default: auto)")
-    ap.add_argument("--no-ui", action="store_true", help="run headless: print progress and the gate table")
+    ap.add_argument("--no-ui", action="store_true",
+                    help="run headless: print progress and the gate table (without it, train and open use the console)")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
-    train = sub.add_parser("train", help="train a new run and judge it (the default command)")
+    train = sub.add_parser("train", help="train a new run and judge it (the default command with --no-ui)")
     train.add_argument("--steps", type=int, default=None,
                        help="training steps (default: scaled from the data so every goal is seen often enough)")
     train.add_argument("--data", type=Path, default=None, help="corpus folder in the bundled format (default: bundled)")
+    train.add_argument("--resume", type=int, default=None, metavar="RUN",
+                       help="continue RUN from its newest checkpoint, as a new run that names it")
+
+    rollback = sub.add_parser("rollback", help="continue a run from an earlier checkpoint, as a new run")
+    rollback.add_argument("--run", type=int, required=True, help="the run to roll back")
+    rollback.add_argument("--to", type=int, default=None, metavar="CHECKPOINT",
+                          help="checkpoint id (default: the newest checkpoint whose every gate passed)")
+
+    opener = sub.add_parser("open", help="open the console on a run (the default command without --no-ui)")
+    opener.add_argument("--run", type=int, default=None, help="run id (default: the newest)")
 
     ev = sub.add_parser("eval", help="evaluate a stored run's checkpoint")
     ev.add_argument("--run", type=int, default=None, help="run id (default: the newest run with a checkpoint)")
@@ -84,7 +95,37 @@ def resolve_device(name: str, *, training: bool = False):
     return torch.device(name)
 
 
-def cmd_train(args) -> int:
+def _resume_point(args, checkpoint_id: int | None, *, rollback: bool):
+    from navi_tui.continuation import resume_point
+    from navi_tui.home import open_store
+
+    run_id = args.resume if not rollback else args.run
+    with open_store(resolve_home(args.home), create=False) as store:
+        if rollback and checkpoint_id is None:
+            checkpoint_id = _newest_passing_checkpoint(store, run_id)
+        return resume_point(store, run_id, checkpoint_id, rollback=rollback)
+
+
+def _newest_passing_checkpoint(store, run_id: int) -> int:
+    from navi_tui.continuation import ResumeError
+
+    failed: dict[int, bool] = {}
+    for row in store.evals(run_id):
+        if row["checkpoint_id"] is not None:
+            failed[row["checkpoint_id"]] = failed.get(row["checkpoint_id"], False) or not row["passed"]
+    good = [c for c in store.checkpoints(run_id) if c["id"] in failed and not failed[c["id"]]]
+    if not good:
+        raise ResumeError(f"run {run_id} has no checkpoint whose every gate passed: pick one with --to "
+                          f"(navi-tui --no-ui eval --run {run_id} lists them with their gates)")
+    return good[-1]["id"]
+
+
+def cmd_rollback(args) -> int:
+    args.resume, args.steps, args.data = None, None, None
+    return cmd_train(args, resume=_resume_point(args, args.to, rollback=True))
+
+
+def cmd_train(args, resume=None) -> int:
     from navi_model.assets import corpus_dir
     from navi_model.config import get_profile
     from navi_model.control import TrainingControl
@@ -95,9 +136,17 @@ def cmd_train(args) -> int:
 
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps must be at least 1, got {args.steps}")
-    profile = get_profile(args.profile)
+    if resume is None and args.resume is not None:
+        resume = _resume_point(args, None, rollback=False)
+    # a continued run keeps its source's profile, data and --steps unless told otherwise
+    profile = get_profile(resume.profile if resume else args.profile)
     device = resolve_device(args.device, training=True)
-    corpus = load_corpus(args.data if args.data is not None else corpus_dir())  # CorpusError -> exit 2
+    data = args.data if args.data is not None else (resume.data if resume and resume.data else corpus_dir())
+    if args.steps is None and resume is not None:
+        args.steps = resume.steps
+    corpus = load_corpus(data)  # CorpusError -> exit 2
+    if resume is not None:
+        print(f"this run {resume.describe()}", flush=True)
 
     control = TrainingControl()
     previous = signal.getsignal(signal.SIGINT)
@@ -116,7 +165,7 @@ def cmd_train(args) -> int:
         progress = ProgressPrinter({"policy": plan["policy"], "planner": plan["planner"], "sft": plan["talker"],
                                     "da": plan["talker"] + da_steps})
         outcome = train_run(corpus, profile, home=resolve_home(args.home), device=device, steps=args.steps,
-                            control=control, progress=progress)
+                            control=control, progress=progress, resume=resume)
     finally:
         signal.signal(signal.SIGINT, previous)
     print_gate_table(outcome.gates)
@@ -207,7 +256,31 @@ def cmd_diagnose(args) -> int:
     return EXIT_GATE_FAILED if collapsed else EXIT_OK
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "runs": cmd_runs, "check": cmd_check, "diagnose": cmd_diagnose}
+def run_console(args) -> int:
+    """The Textual console: `train` starts training at once, `open` (or no command) shows the newest run."""
+    from navi_model.assets import corpus_dir
+    from navi_model.config import get_profile
+    from navi_model.corpus.load import load_corpus
+    from navi_tui.app import NaviApp
+
+    home = resolve_home(args.home)
+    training = args.command == "train"
+    if training and args.steps is not None and args.steps < 1:
+        raise UsageError(f"--steps must be at least 1, got {args.steps}")
+    resume = _resume_point(args, None, rollback=False) if training and args.resume is not None else None
+    device = resolve_device(args.device, training=True)
+    get_profile(args.profile)
+    data = getattr(args, "data", None)
+    if training and resume is None:
+        load_corpus(data if data is not None else corpus_dir())  # bad input: exit 2 before any screen opens
+    app = NaviApp(home, profile=args.profile, device=device, data=data, steps=getattr(args, "steps", None),
+                  train_on_start=training and resume is None, open_run=getattr(args, "run", None), resume=resume)
+    app.run()
+    return app.return_code or EXIT_OK
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "runs": cmd_runs, "check": cmd_check, "diagnose": cmd_diagnose,
+            "rollback": cmd_rollback}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,22 +290,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # bad usage: argparse prints it and exits 2
     if args.command is None:
-        args = parser.parse_args([*argv, "train"])
-
-    if not args.no_ui:
-        print("navi-tui: the console is not built yet; run headless with --no-ui "
-              "(for example: navi-tui --no-ui train)", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        # headless, the default is to train; the console opens on the home folder instead
+        args = parser.parse_args([*argv, "train" if args.no_ui else "open"])
 
     from navi_model.corpus.load import CorpusError
     from navi_model.vocab import TruncationError, VocabRangeError
     from store import CheckpointError
+    from navi_tui.continuation import ResumeError
     from navi_tui.evaluation import EvalUsageError
     from navi_tui.home import HomeError
 
     try:
+        if not args.no_ui and args.command in ("train", "open"):
+            return run_console(args)
+        if args.command == "open":
+            raise UsageError("open is the console's command: drop --no-ui, or list runs with --no-ui runs")
         return COMMANDS[args.command](args)
     except (UsageError, HomeError, CorpusError, CheckpointError, EvalUsageError, TruncationError,
-            VocabRangeError) as e:
+            VocabRangeError, ResumeError) as e:
         print(f"navi-tui: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

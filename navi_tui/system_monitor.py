@@ -125,3 +125,51 @@ def host_warnings() -> list[str]:
     if available < MIN_AVAILABLE_RAM:
         out.append(f"only {available / 1024**3:.1f} GiB of RAM available (under 4 GiB): a long run may be killed")
     return out
+
+
+class SystemStats:
+    """One reading of the whole machine for the system pane: CPU and RAM through psutil, the GPU
+    through NVML. Every figure is a share of the whole CPU, RAM or GPU, never of one core."""
+
+    def __init__(self, gpu_index: int = 0):
+        import psutil
+
+        self._psutil = psutil
+        psutil.cpu_percent(interval=None)  # the first call only starts the interval
+        self.gpu = None
+        self.gpu_error = "no GPU"
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            if pynvml.nvmlDeviceGetCount() > gpu_index:
+                self._nvml, self.gpu = pynvml, pynvml.nvmlDeviceGetHandleByIndex(gpu_index)
+                name = pynvml.nvmlDeviceGetName(self.gpu)
+                self.gpu_name = name.decode() if isinstance(name, bytes) else str(name)
+        except Exception as e:  # no driver, no device, no nvidia-ml-py: the pane says "no GPU"
+            self.gpu_error = f"no GPU ({type(e).__name__})"
+
+    def read(self) -> dict:
+        ps = self._psutil
+        vm = ps.virtual_memory()
+        out = {"cpu_percent": ps.cpu_percent(interval=None), "ram_percent": vm.percent,
+               "ram_used_gib": (vm.total - vm.available) / 1024**3, "ram_total_gib": vm.total / 1024**3,
+               "cpus": ps.cpu_count() or 1, "gpu": None}
+        if self.gpu is not None:
+            nv = self._nvml
+            try:
+                mem = nv.nvmlDeviceGetMemoryInfo(self.gpu)
+                gpu = {"name": self.gpu_name, "util": float(nv.nvmlDeviceGetUtilizationRates(self.gpu).gpu),
+                       "mem_used_gib": mem.used / 1024**3, "mem_total_gib": mem.total / 1024**3,
+                       "temp_c": float(nv.nvmlDeviceGetTemperature(self.gpu, nv.NVML_TEMPERATURE_GPU))}
+                try:
+                    gpu["power_w"] = nv.nvmlDeviceGetPowerUsage(self.gpu) / 1000.0
+                    gpu["power_limit_w"] = nv.nvmlDeviceGetEnforcedPowerLimit(self.gpu) / 1000.0
+                except Exception:  # some boards do not report power
+                    pass
+                out["gpu"] = gpu
+            except Exception as e:
+                out["gpu_error"] = f"GPU read failed ({type(e).__name__})"
+        else:
+            out["gpu_error"] = self.gpu_error
+        return out

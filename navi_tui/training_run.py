@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TextIO
+from typing import Callable, TextIO
 
 import torch
 
@@ -35,6 +35,7 @@ from navi_model.train import train_policy
 
 from store import StoreWriter
 
+from navi_tui.continuation import ResumePoint
 from navi_tui.home import open_store
 from navi_tui.recorder import RunRecorder, eval_row
 from navi_tui.system_monitor import SystemMonitor, host_warnings, nvml_sampler
@@ -84,7 +85,11 @@ def train_run(
     control: TrainingControl | None = None,
     progress: EmitFn | None = None,
     out: TextIO | None = None,
+    resume: ResumePoint | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> TrainOutcome:
+    """resume: start from a stored checkpoint (continue or rollback) as a new run that names its source.
+    on_start: called with the new run's id as soon as the store holds it (the console follows it)."""
     out = out or sys.stdout
     if steps is not None:
         # --steps N bounds every phase, DA included
@@ -101,17 +106,25 @@ def train_run(
         "steps_from": "--steps" if steps is not None else "coverage",
         "torch": torch.__version__,
     }
+    if resume is not None:
+        config["resumed_from"] = {"run": resume.source_run, "checkpoint": resume.checkpoint["id"],
+                                  "checkpoints": resume.checkpoint_ids, "rollback": resume.rollback}
 
     store = open_store(home, create=True)
     try:
         crashed = store.mark_crashed_runs()
         if crashed:
             print(f"marked crashed: run {', '.join(map(str, crashed))} (its process ended without finishing)", file=out)
-        run_id = store.create_run(profile=profile.name, command="train", config=config)
+        run_id = store.create_run(profile=profile.name, command="train", config=config,
+                                  resumed_from=resume.source_run if resume else None)
         writer = StoreWriter(store.path).start()
+        if resume is not None:
+            _record_resume(store, writer, run_id, resume)
+        if on_start is not None:
+            on_start(run_id)
         try:
             return _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight_gates, cpu_data, device,
-                                    control, progress, out)
+                                    control, progress, out, resume.payloads if resume else {})
         except BaseException as e:
             # the run is over whatever happened; the store says how
             writer.close()
@@ -124,8 +137,17 @@ def train_run(
         store.close()
 
 
+def _record_resume(store, writer, run_id: int, resume: ResumePoint) -> None:
+    # both runs say it: the source's log shows where it was continued, the new one where it came from
+    kind = "rollback" if resume.rollback else "resume"
+    data = {"source_run": resume.source_run, "checkpoint": resume.checkpoint["id"], "new_run": run_id}
+    writer.event(run_id, "warn" if resume.rollback else "info", kind, f"run {run_id} {resume.describe()}", data)
+    store.insert_events([{"run_id": resume.source_run, "level": "warn" if resume.rollback else "info", "kind": kind,
+                          "message": f"run {run_id} {resume.describe()}", "data": data}])
+
+
 def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cpu_data, device, control, progress,
-                     out) -> TrainOutcome:
+                     out, start_from: dict[str, dict]) -> TrainOutcome:
     t0 = time.perf_counter()
     control = control or TrainingControl()
     warnings = host_warnings()
@@ -143,6 +165,15 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
     recorder = RunRecorder(store, writer, run_id)
     emit = fanout(recorder, progress) if progress else recorder
     gates_by_model: dict[str | None, list[GateVerdict]] = {None: list(preflight)}
+    stored: set[str | None] = set()
+
+    def record(model: str | None) -> None:
+        # each model's gates reach the store as soon as they are known, so a console shows them live
+        store.add_evals(run_id, recorder.checkpoint_ids.get(model) if model else None,
+                        [eval_row(g) for g in gates_by_model[model]])
+        stored.add(model)
+
+    record(None)
     steps_done: dict[str, int] = {}
     gallery_rows: list[dict] = []
 
@@ -161,9 +192,9 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
         watched.update({f"final_loss_{m}": v for m, v in final_losses.items()})
         gates_by_model["run"].append(G.constant_metric_gate(watched, run_config, _earlier_metrics(store, run_id),
                                                             f"navi-tui --no-ui diagnose --run {run_id}"))
-        for model, gates in gates_by_model.items():
-            store.add_evals(run_id, recorder.checkpoint_ids.get(model) if model else None,
-                            [eval_row(g) for g in gates])
+        for model in gates_by_model:
+            if model not in stored:
+                record(model)
         if gallery_rows:
             store.add_gallery(run_id, recorder.checkpoint_ids.get("talker"), gallery_rows)
         everything = [g for gates in gates_by_model.values() for g in gates]
@@ -200,13 +231,14 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
     extra = {"intents": [i.__dict__ for i in corpus.intents], "profile": profile.name}
     with judged(monitor):
         r = train_policy(policy, data, profile.policy_train, steps=plan["policy"], device=device, emit=emit,
-                         control=control, checkpoint_extra=extra)
+                         control=control, checkpoint_extra=extra, resume=start_from.get("policy"))
     steps_done["policy"], final_losses["policy"] = r.steps, r.final_loss
     gates = [G.coverage_gate("coverage_policy", r.coverage_min, r.coverage_mean, th.min_coverage)]
     for kind in ("policy", "paraphrase"):
         items = run_intent_bench(policy, corpus.benches[kind], corpus.intent_names, device)
         gates.append(G.bench_gate(f"{kind}_bench", items, getattr(th, f"{kind}_bench")))
     gates_by_model["policy"] = gates
+    record("policy")
 
     # planner: goal -> STEP a STEP b ... EOS, its encoder warm from the policy's
     vocab = cpu_data.vocab
@@ -219,7 +251,8 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
         pdata = to_device(cpu_data.plan, device)
         with judged(monitor):
             pr = train_planner(planner, pdata, profile.planner_train, steps=plan["planner"], device=device, emit=emit,
-                               vocab=vocab, control=control, checkpoint_extra={"profile": profile.name})
+                               vocab=vocab, control=control, checkpoint_extra={"profile": profile.name},
+                               resume=start_from.get("planner"))
         steps_done["planner"], final_losses["planner"] = pr.steps, pr.final_loss
         items = run_plan_bench(planner, corpus.benches["plan"], vocab, device)
         # teacher-forced accuracy is reported beside the bench, never instead of it (M-014)
@@ -230,6 +263,7 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
             G.class_share_gate(pr.class_stats, th.max_class_share),
             G.bench_gate("plan_bench", items, th.plan_bench),
         ]
+        record("planner")
 
     # talker: prompt (+ memory) -> response, its encoder warm from the policy's
     gallery = corpus.benches["gallery"].items
@@ -242,7 +276,8 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
     tdata = to_device(cpu_data.talk, device)
     with judged(monitor):
         tr = train_talker(talker, tdata, profile.talker_train, steps=plan["talker"], device=device, emit=emit,
-                          gallery=gallery, control=control, checkpoint_extra={"profile": profile.name})
+                          gallery=gallery, control=control, checkpoint_extra={"profile": profile.name},
+                          resume=start_from.get("talker"))
     steps_done["talker"], final_losses["talker"] = tr.sft_steps + tr.da_steps, tr.final_loss
     gallery_rows = tr.gallery
     final = gallery_summary(gallery_rows)

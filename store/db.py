@@ -221,17 +221,27 @@ class Store:
             )
         )
 
-    def metrics_after(self, run_id: int, cursor_id: int) -> list[dict]:
-        """Metrics with id above cursor_id, for a follower that polls."""
+    def metrics_after(self, run_id: int, cursor_id: int, limit: int = 20000) -> list[dict]:
+        """Metrics with id above cursor_id, oldest first, for a follower that polls; at most
+        limit rows a call, so catching up on a long run never stalls the reader."""
         return list(
             self.db.query(
-                "SELECT * FROM metrics WHERE run_id = ? AND id > ? ORDER BY id",
-                [run_id, cursor_id],
+                "SELECT * FROM metrics WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?",
+                [run_id, cursor_id, limit],
             )
         )
 
     def events(self, run_id: int) -> list[dict]:
         return list(self.db.query("SELECT * FROM events WHERE run_id = ? ORDER BY id", [run_id]))
+
+    def events_after(self, run_id: int, cursor_id: int, limit: int = 5000) -> list[dict]:
+        """Events with id above cursor_id, oldest first, for a follower that polls."""
+        return list(
+            self.db.query(
+                "SELECT * FROM events WHERE run_id = ? AND id > ? ORDER BY id LIMIT ?",
+                [run_id, cursor_id, limit],
+            )
+        )
 
     # checkpoints
 

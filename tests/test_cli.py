@@ -215,9 +215,19 @@ def test_preflight_truncation_fails_before_training(tmp_path, capsys):
         assert store.checkpoints(1) == [] and store.metrics(1, "loss") == []
 
 
-def test_no_ui_flag_is_required_until_the_console_exists(capsys):
-    assert navi("train") == 2
-    assert "--no-ui" in capsys.readouterr().err
+def test_console_refuses_bad_data_before_any_screen_opens(tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(corpus_dir(), data)
+    (data / "goals.jsonl").write_text("{not json\n")
+    assert navi("--home", tmp_path / "home", "train", "--data", data) == 2
+    err = capsys.readouterr().err
+    assert "goals.jsonl:1: not valid JSON" in err
+    assert not (tmp_path / "home").exists()
+
+
+def test_open_is_the_consoles_command(tmp_path, capsys):
+    assert navi("--home", tmp_path, "--no-ui", "open") == 2
+    assert "drop --no-ui" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args", [["--no-ui", "fly"], ["--no-ui", "--profile", "huge", "train"],

@@ -165,3 +165,20 @@ def test_concept_similarity_and_samples_are_measured_during_sft(corpus, data):
     samples = [e for e in events if isinstance(e, LogLine) and e.kind == "sample"]
     assert sims == [4, 8]
     assert len(samples) == 6 and samples[0].data["step"] == 4 and "output" in samples[0].data
+
+
+def test_a_gallery_request_is_served_at_the_next_step_boundary(corpus, data):
+    """The console's g key while the talker trains: the whole gallery, once, between two steps."""
+    from navi_model.control import TrainingControl
+
+    gallery = corpus.benches["gallery"].items[:6]
+    control = TrainingControl()
+    control.request("gallery")
+    events = []
+    cfg = TalkerTrainConfig(batch_size=8, log_every=1, da_steps=0, sample_every=0)
+    train_talker(model(), data, cfg, steps=3, device=torch.device("cpu"), emit=events.append, gallery=gallery,
+                 control=control)
+    samples = [e for e in events if isinstance(e, LogLine) and e.kind == "sample"]
+    assert [s.data["prompt"] for s in samples] == [g["prompt"] for g in gallery]
+    assert {s.data["step"] for s in samples} == {1}  # served at the first boundary, and only once
+    assert not control.take("gallery")

@@ -1,0 +1,315 @@
+"""The console through Textual's pilot: each key, against a real store and real (tiny) training.
+
+    python -m pytest -q tests/test_console.py
+
+Runs use --steps 2 or a few more: they fail their gates, which is fine here; what is tested is
+that every key does what the footer says, and that the store and the screen agree.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from navi_tui.app import NaviApp
+from navi_tui.cli import main
+from navi_tui.messages import EventsReady
+from navi_tui.training_session import EventBridge
+from navi_tui.widgets.dialogs import CheckpointPicker, ConfirmQuit, HelpScreen, TextScreen
+from navi_tui.widgets.panes import EventsLog, GalleryTable, GatesTable, RunHeader, RunsTable, WeightsTable
+from store import Store
+
+CPU = torch.device("cpu")
+SIZE = (140, 45)
+
+
+class FixedStats:
+    """System readings that do not move, so screens compare equal; the real sampler has its own test."""
+
+    def read(self) -> dict:
+        return {"cpu_percent": 50.0, "ram_percent": 25.0, "ram_used_gib": 6.0, "ram_total_gib": 24.0, "cpus": 2,
+                "gpu": None, "gpu_error": "no GPU"}
+
+
+def make_app(home, **kw) -> NaviApp:
+    kw.setdefault("system_stats", FixedStats())
+    return NaviApp(home, profile="tiny", device=CPU, **kw)
+
+
+async def wait_for(pilot, condition, timeout: float = 240.0, what: str = "condition"):
+    t0 = time.monotonic()
+    while not condition():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await pilot.pause(0.1)
+
+
+def header_text(app) -> str:
+    return str(app.query_one(RunHeader).render())
+
+
+@pytest.fixture(scope="module")
+def trained_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("console") / "home"
+    assert main(["--home", str(home), "--no-ui", "train", "--steps", "3"]) == 1  # 3 steps: gates fail
+    return home
+
+
+async def test_t_trains_a_run_and_every_pane_fills(tmp_path):
+    app = make_app(tmp_path / "home", steps=2)
+    async with app.run_test(size=SIZE) as pilot:
+        assert "no run open" in header_text(app)
+        await pilot.press("t")
+        await wait_for(pilot, lambda: app.session is not None and app.session.run_id == 1, what="run 1")
+        await wait_for(pilot, lambda: not app.session.alive, what="the run to end")
+        await pilot.pause(0.5)
+        with Store(tmp_path / "home") as store:
+            run = store.get_run(1)
+            gates = {e["gate"] for e in store.evals(1)}
+            n_loss = len(store.metrics(1, "loss"))
+        assert run["status"] == "completed"
+        assert "run 1" in header_text(app) and "completed" in header_text(app)
+        # every pane shows what the store holds
+        assert set(app.view.loss) == {"policy", "planner", "sft", "da"}
+        assert sum(len(v) for v in app.view.loss.values()) == n_loss
+        assert app.query_one(GatesTable).row_count == len(gates) >= 20
+        assert app.query_one(WeightsTable).row_count > 5  # the planner's classes
+        assert app.query_one(GalleryTable).row_count == 50
+        assert app.view.concept_sim, "the talker's concept similarity reached the view"
+        assert len(app.query_one(EventsLog).lines) >= 5
+        assert app.last_notice.startswith("run 1 completed: FAIL")
+
+
+async def test_pause_resume_and_stop_reach_the_trainer(tmp_path):
+    app = make_app(tmp_path / "home", steps=400, train_on_start=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.view.latest.step >= 5, what="training to log a few steps")
+        await pilot.press("p")
+        assert app.session.control.paused
+        await pilot.pause(0.3)
+        assert "PAUSED" in header_text(app)
+        # once paused at a step boundary, no more steps are logged
+        await pilot.pause(1.5)
+        before = app.view.latest.step
+        await pilot.pause(1.5)
+        assert app.view.latest.step == before
+        await pilot.press("p")
+        assert not app.session.control.paused
+        await wait_for(pilot, lambda: app.view.latest.step > before, what="training to go on")
+        await pilot.press("s")
+        await wait_for(pilot, lambda: not app.session.alive, what="the stop")
+        await pilot.pause(0.3)
+    with Store(tmp_path / "home") as store:
+        run = store.get_run(1)
+        policy = store.latest_checkpoint(1, "policy")
+    assert run["status"] == "stopped"
+    assert 0 < policy["step"] < 400  # the stop saved a checkpoint where it stood
+
+
+async def test_quit_asks_first_and_stops_the_run_with_a_checkpoint(tmp_path):
+    app = make_app(tmp_path / "home", steps=400, train_on_start=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.view.latest.step >= 5, what="training")
+        await pilot.press("q")
+        assert isinstance(app.screen, ConfirmQuit)
+        await pilot.press("n")
+        assert not isinstance(app.screen, ConfirmQuit) and app.session.alive
+        await pilot.press("q")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: not app.is_running, what="the app to exit")
+    with Store(tmp_path / "home") as store:
+        assert store.get_run(1)["status"] == "stopped"
+        assert store.latest_checkpoint(1, "policy") is not None
+
+
+async def test_e_evaluates_the_open_run_and_stores_it(trained_home):
+    with Store(trained_home) as store:
+        before = len(store.evals(1))
+    app = make_app(trained_home)
+    async with app.run_test(size=SIZE) as pilot:
+        assert app.view.run_id == 1
+        await pilot.press("e")
+        await wait_for(pilot, lambda: app.last_notice.startswith("eval:"), what="the eval")
+        assert "gates pass" in app.last_notice
+    with Store(trained_home) as store:
+        rows = store.evals(1)[before:]
+    assert rows and all(json.loads(r["detail_json"])["command"] == "eval" for r in rows)
+
+
+async def test_g_runs_the_gallery_and_shows_it(trained_home):
+    with Store(trained_home) as store:
+        before = len(store.gallery(1))
+    app = make_app(trained_home)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("g")
+        await wait_for(pilot, lambda: app.last_notice.startswith("gallery:"), what="the gallery")
+        await pilot.pause(0.5)
+        assert app.query_one(GalleryTable).row_count == 50
+    with Store(trained_home) as store:
+        assert len(store.gallery(1)) == before + 50
+
+
+async def test_r_rolls_back_to_a_picked_checkpoint_as_a_new_run(trained_home):
+    app = make_app(trained_home)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("r")
+        assert isinstance(app.screen, CheckpointPicker)
+        with Store(trained_home) as store:
+            ckpts = store.checkpoints(1)
+            n_runs = len(store.list_runs())
+        planner = next(c for c in ckpts if c["model"] == "planner")
+        table = app.screen.query_one("#checkpoint-table")
+        table.move_cursor(row=ckpts.index(planner))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.session is not None and app.session.run_id is not None, what="the new run")
+        new_id = app.session.run_id
+        await wait_for(pilot, lambda: not app.session.alive, what="the continued run")
+    with Store(trained_home) as store:
+        run = store.get_run(new_id)
+        config = json.loads(run["config_json"])
+        source_events = [e for e in store.events(1) if e["kind"] == "rollback"]
+        new_policy = store.latest_checkpoint(new_id, "policy")
+        assert len(store.list_runs()) == n_runs + 1
+    assert run["resumed_from"] == 1 and config["resumed_from"]["checkpoint"] == planner["id"]
+    assert config["resumed_from"]["rollback"] is True
+    assert any(f"run {new_id}" in e["message"] for e in source_events)
+    # the policy was not trained again: its checkpoint is the source's, carried over at the same step
+    assert new_policy["step"] == 3
+
+
+async def test_d_shows_the_diagnostic_trace(trained_home):
+    app = make_app(trained_home)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("d")
+        await wait_for(pilot, lambda: isinstance(app.screen, TextScreen), what="the trace")
+        assert "talker checkpoint" in str(app.screen.query_one("#text-body").render())
+        await pilot.press("escape")
+        assert not isinstance(app.screen, TextScreen)
+
+
+async def test_help_lists_every_footer_key(trained_home):
+    app = make_app(trained_home)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        table = app.screen.query_one("#help-table")
+        keys = {str(table.get_row_at(i)[0]) for i in range(table.row_count)}
+        for binding in app.BINDINGS:
+            key = "?" if binding.key == "question_mark" else binding.key
+            assert any(key in k for k in keys), f"{key} missing from help"
+
+
+async def test_keys_that_need_a_live_run_say_so(trained_home):
+    app = make_app(trained_home)
+    async with app.run_test(size=SIZE) as pilot:
+        for key in ("p", "s"):
+            await pilot.press(key)
+            assert "nothing is training" in app.last_notice
+
+
+async def test_runs_tab_opens_and_compares_runs(trained_home):
+    with Store(trained_home) as store:
+        ids = [r["id"] for r in store.list_runs()]
+    if len(ids) < 2:  # the rollback test adds a run; alone, make a second one
+        assert main(["--home", str(trained_home), "--no-ui", "train", "--steps", "1"]) == 1
+        with Store(trained_home) as store:
+            ids = [r["id"] for r in store.list_runs()]
+    app = make_app(trained_home)
+    async with app.run_test(size=SIZE) as pilot:
+        app.query_one("#tabs").active = "tab-runs"
+        runs = app.query_one(RunsTable)
+        runs.focus()
+        await pilot.pause()
+        runs.move_cursor(row=len(ids) - 1)  # the oldest run, id 1
+        await pilot.press("enter")
+        assert app.view.run_id == ids[-1] == 1
+        await pilot.press("m")
+        runs.move_cursor(row=0)
+        await pilot.press("v")
+        table = app.screen.query_one("#compare-table")
+        assert [str(c.label) for c in table.columns.values()][1:] == ["run 1", f"run {ids[0]}"]
+
+
+async def test_a_training_error_shows_and_marks_the_run_failed(tmp_path, monkeypatch):
+    import navi_tui.training_run as tr
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("planted: the policy trainer blew up")
+
+    monkeypatch.setattr(tr, "train_policy", broken)
+    app = make_app(tmp_path / "home", steps=2, train_on_start=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.session.run_id and not app.session.alive, what="the failure")
+        await pilot.pause(0.3)
+        assert "planted: the policy trainer blew up" in app.last_notice
+        assert any("planted" in e[3] and e[1] == "error" for e in app.view.events)
+        await pilot.press("question_mark")  # the app is still up and answering keys
+        assert isinstance(app.screen, HelpScreen)
+    with Store(tmp_path / "home") as store:
+        run = store.get_run(1)
+    assert run["status"] == "failed" and "planted" in run["message"]
+
+
+def test_the_bridge_wakes_the_ui_once_however_fast_the_trainer_emits():
+    from navi_model.events import MetricsLogged
+
+    posted = []
+    bridge = EventBridge(posted.append)
+    for step in range(10_000):
+        bridge(MetricsLogged(step, "policy", {"loss": 1.0}))
+    assert len(posted) == 1 and isinstance(posted[0], EventsReady)
+    assert len(bridge.drain()) == 10_000
+    bridge(MetricsLogged(0, "policy", {"loss": 1.0}))
+    assert len(posted) == 2  # drained, so the next event wakes the UI again
+    assert EventsReady().can_replace(EventsReady())
+
+
+async def test_the_ui_handles_far_fewer_wakeups_than_events(tmp_path):
+    handled = []
+
+    def hook(message):
+        if isinstance(message, EventsReady):
+            handled.append(message)
+
+    app = make_app(tmp_path / "home", steps=2, train_on_start=True)
+    async with app.run_test(size=SIZE, message_hook=hook) as pilot:
+        await wait_for(pilot, lambda: app.session.run_id and not app.session.alive, what="the run")
+        await pilot.pause(0.3)
+        events = app.session.bridge.posted
+    assert 0 < len(handled) <= events
+
+
+async def test_the_console_follows_a_run_another_process_writes(tmp_path):
+    """Attach: a real headless navi-tui writes the run; the console reads only rows past its cursor."""
+    home = tmp_path / "home"
+    proc = subprocess.Popen([sys.executable, "-m", "navi_tui", "--home", str(home), "--no-ui", "train",
+                             "--steps", "30"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not (home / "navi.db").exists() or not Store(home).latest_run():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        app = make_app(home)
+        async with app.run_test(size=SIZE) as pilot:
+            assert app.view.run_id == 1
+            await wait_for(pilot, lambda: app.view.latest.step > 0, what="rows from the other process")
+            seen_running = app.view.status == "running" and "followed" in header_text(app)
+            await wait_for(pilot, lambda: app.view.status in ("completed", "failed"), timeout=400,
+                           what="the other process to finish")
+            await pilot.pause(1.0)
+            with Store(home) as store:
+                n_loss = len(store.metrics(1, "loss"))
+                n_gates = len({e["gate"] for e in store.evals(1)})
+            # every stored loss once: read past a cursor, never the history again
+            assert sum(len(v) for v in app.view.loss.values()) == n_loss
+            assert app.query_one(GatesTable).row_count == n_gates
+        assert seen_running
+    finally:
+        proc.kill()
+        proc.wait()
