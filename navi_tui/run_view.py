@@ -45,7 +45,7 @@ class RunView:
     events: deque = field(default_factory=lambda: deque(maxlen=MAX_EVENTS))  # (time, level, kind, message)
     samples: list[dict] = field(default_factory=list)  # live gallery samples: step, prompt, output, reference
     gates: list[dict] = field(default_factory=list)  # the store's eval rows, newest verdict per gate
-    gallery: list[dict] = field(default_factory=list)  # the store's gallery rows of the newest checkpoint
+    gallery: list[dict] = field(default_factory=list)  # the store's newest gallery (one eval's or one run's)
     checkpoints: list[dict] = field(default_factory=list)
     event_total: int = 0  # events ever added (the deque keeps the newest), so a log appends only the new ones
     version: int = 0  # bumped on every change, so a pane redraws only when something moved
@@ -122,8 +122,9 @@ class RunView:
         gates = list(newest.values())
         gallery_rows = gallery
         if gallery:
-            last = gallery[-1]["checkpoint_id"]
-            gallery_rows = [g for g in gallery if g["checkpoint_id"] == last]
+            # the newest gallery only: one add_gallery call stamps its rows with one time
+            last = gallery[-1]["created"]
+            gallery_rows = [g for g in gallery if g["created"] == last]
         if (gates, gallery_rows, checkpoints) != (self.gates, self.gallery, self.checkpoints):
             self.gates, self.gallery, self.checkpoints = gates, gallery_rows, checkpoints
             self.version += 1

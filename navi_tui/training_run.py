@@ -126,9 +126,11 @@ def train_run(
             return _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight_gates, cpu_data, device,
                                     control, progress, out, resume.payloads if resume else {})
         except BaseException as e:
-            # the run is over whatever happened; the store says how
-            writer.close()
+            # the run is over whatever happened; the store says how, in its log too
             status = "stopped" if isinstance(e, KeyboardInterrupt) else "failed"
+            writer.event(run_id, "warn" if status == "stopped" else "error", "crash",
+                         f"training {status}: {type(e).__name__}: {e}"[:500])
+            writer.close()
             store.finish_run(run_id, status=status, verdict=None, message=f"{type(e).__name__}: {e}"[:500])
             raise
         finally:
