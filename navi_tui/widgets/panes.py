@@ -36,8 +36,8 @@ class RunHeader(Static):
     def show(self, view: RunView, *, live: str, mirror: str | None = None) -> None:
         lt = view.latest
         if view.run_id is None and lt.phase is None:
-            self.update(Text.assemble(("navi", "bold"), "  no run open: ", ("t", "bold"), " trains a new one, ",
-                                      ("enter", "bold"), " on a run in the runs tab opens it"))
+            self._show(Text.assemble(("navi", "bold"), "  no run open: ", ("t", "bold"), " trains a new one, ",
+                                     ("enter", "bold"), " on a run in the runs tab opens it"))
             return
         total = view.totals.get(lt.phase or "", 0)
         status = view.status
@@ -50,7 +50,13 @@ class RunHeader(Static):
                  f"  ETA {fmt_seconds(view.eta_seconds())}" if status == "running" else ""]
         if mirror:
             parts.append(f"  {mirror}")
-        self.update(Text.assemble(*[p for p in parts if p]))
+        self._show(Text.assemble(*[p for p in parts if p]))
+
+    def _show(self, text: Text) -> None:
+        # the header is asked 4 times a second; repaint only when it reads differently
+        if text.markup != getattr(self, "_shown", None):
+            self._shown = text.markup
+            self.update(text)
 
 
 class SystemPane(Static):
