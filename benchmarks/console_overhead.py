@@ -1,0 +1,178 @@
+"""What the console costs the trainer, and how fast a key reaches it.
+
+    python benchmarks/console_overhead.py --profile tiny --device cpu --steps 300 --reps 2
+    python benchmarks/console_overhead.py --profile base --device cuda --steps 600 --reps 2
+
+Throughput: the same training (profile, --steps, device, seed) runs headless (train_run with the
+--no-ui progress printer, as `navi-tui --no-ui train` does) and in the console (NaviApp through
+Textual's run_test: the real app, widgets and redraws, on a virtual screen), alternating which
+goes first. tokens/s per phase is read back from the store: total tokens over total time of the
+logged windows after each phase's first (warm-up, allocator, kernels).
+
+Key latency: in one more console run, `p` is pressed 10 times while training runs. "acted" is
+the time from the key's press to the control object's pause; "trainer" is the time until the
+training loop blocks at its next step boundary (at most one step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import navi_tui.training_session as training_session  # noqa: E402
+from navi_model.assets import corpus_dir  # noqa: E402
+from navi_model.config import get_profile  # noqa: E402
+from navi_model.control import TrainingControl  # noqa: E402
+from navi_model.corpus.load import load_corpus  # noqa: E402
+from navi_tui.app import NaviApp  # noqa: E402
+from navi_tui.report import ProgressPrinter  # noqa: E402
+from navi_tui.training_run import train_run  # noqa: E402
+from store import Store  # noqa: E402
+
+PHASES = ("policy", "planner", "sft")
+
+
+def phase_throughput(home: Path, run_id: int) -> dict[str, float]:
+    """Per phase: tokens over time of every logged window after the first, from the store."""
+    with Store(home) as store:
+        rows = store.metrics(run_id)
+    out = {}
+    for phase in PHASES:
+        tps = [(r["step"], r["value"]) for r in rows if r["phase"] == phase and r["name"] == "tokens_per_s"]
+        ms = {r["step"]: r["value"] for r in rows if r["phase"] == phase and r["name"] == "step_ms"}
+        tps = tps[1:]
+        if not tps:
+            continue
+        # each window's tokens/s and step_ms give its seconds per step; weight windows by their time
+        seconds = [ms[s] / 1000.0 for s, _ in tps]
+        tokens = [v * t for (_, v), t in zip(tps, seconds)]
+        out[phase] = sum(tokens) / sum(seconds)
+    return out
+
+
+def run_headless(corpus, profile, device, steps, home) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    with open(os.devnull, "w") as null:
+        outcome = train_run(corpus, profile, home=home, device=device, steps=steps,
+                            progress=ProgressPrinter({}, out=null), out=null)
+    return outcome.run_id, time.perf_counter() - t0
+
+
+async def run_console(profile, device, steps, home, probe_keys: int = 0) -> tuple[int, float, list, list]:
+    app = NaviApp(home, profile=profile.name, device=device, steps=steps, train_on_start=True)
+    acted, trainer = [], []
+    t0 = time.perf_counter()
+    async with app.run_test(size=(140, 45)) as pilot:
+        while app.session is None or app.session.run_id is None or app.view.latest.step < 1:
+            await pilot.pause(0.05)
+        for _ in range(probe_keys):
+            control = app.session.control
+            await pilot.pause(0.5)
+            if not app.session.alive:
+                break
+            pressed = time.perf_counter()
+            await pilot.press("p")
+            while control.paused_at is None:
+                await asyncio.sleep(0.001)
+            acted.append(control.paused_at - pressed)
+            while control.blocked_at is None and app.session.alive:
+                await asyncio.sleep(0.001)
+            if control.blocked_at is not None:
+                trainer.append(control.blocked_at - pressed)
+            await pilot.press("p")
+            control.paused_at = control.blocked_at = None
+        while app.session.alive:
+            # plain sleeps: the pilot's own pause() waits for the app to go idle, work a terminal never does
+            await asyncio.sleep(0.5)
+        await pilot.pause(0.2)
+        run_id = app.session.run_id
+    return run_id, time.perf_counter() - t0, acted, trainer
+
+
+class TimedControl(TrainingControl):
+    """Records when a pause was asked for and when the loop first blocked on it."""
+
+    def __init__(self):
+        super().__init__()
+        self.paused_at = self.blocked_at = None
+
+    def pause(self) -> None:
+        self.paused_at = time.perf_counter()
+        super().pause()
+
+    def checkpoint_between_steps(self) -> bool:
+        if self.paused and self.blocked_at is None:
+            self.blocked_at = time.perf_counter()
+        return super().checkpoint_between_steps()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="tiny")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = ap.parse_args()
+
+    profile, device = get_profile(args.profile), torch.device(args.device)
+    corpus = load_corpus(corpus_dir())
+    training_session.TrainingControl = TimedControl
+    root = Path(tempfile.mkdtemp(prefix="navi-bench-"))
+    results = {"headless": [], "console": []}
+    for rep in range(args.reps):
+        order = ("headless", "console") if rep % 2 == 0 else ("console", "headless")
+        for kind in order:
+            home = root / f"{kind}-{rep}"
+            if kind == "headless":
+                run_id, seconds = run_headless(corpus, profile, device, args.steps, home)
+            else:
+                run_id, seconds, _, _ = asyncio.run(run_console(profile, device, args.steps, home))
+            tput = phase_throughput(home, run_id)
+            results[kind].append({"seconds": seconds, "tokens_per_s": tput})
+            print(f"{kind:<8} rep {rep}: {seconds:6.1f}s  " +
+                  "  ".join(f"{p} {v / 1000:.1f}k tok/s" for p, v in tput.items()), flush=True)
+
+    _, _, acted, trainer = asyncio.run(run_console(profile, device, args.steps, root / "keys", probe_keys=10))
+
+    def median(kind: str, phase: str) -> float:
+        return statistics.median(r["tokens_per_s"][phase] for r in results[kind])
+
+    summary = {
+        "date": time.strftime("%Y-%m-%d"),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores",
+        "torch": torch.__version__,
+        "profile": profile.name, "steps": args.steps, "reps": args.reps,
+        "ratio_console_over_headless": {p: median("console", p) / median("headless", p) for p in PHASES
+                                        if all(p in r["tokens_per_s"] for k in results for r in results[k])},
+        "headless_tokens_per_s": {p: median("headless", p) for p in PHASES},
+        "console_tokens_per_s": {p: median("console", p) for p in PHASES},
+        "key_acted_ms": {"median": 1000 * statistics.median(acted), "max": 1000 * max(acted), "n": len(acted)}
+        if acted else None,
+        "key_to_trainer_blocked_ms": {"median": 1000 * statistics.median(trainer), "max": 1000 * max(trainer),
+                                      "n": len(trainer)} if trainer else None,
+        "runs": results,
+    }
+    print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
