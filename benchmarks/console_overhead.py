@@ -6,8 +6,10 @@
 Throughput: the same training (profile, --steps, device, seed) runs headless (train_run with the
 --no-ui progress printer, as `navi-tui --no-ui train` does) and in the console (NaviApp through
 Textual's run_test: the real app, widgets and redraws, on a virtual screen), alternating which
-goes first. tokens/s per phase is read back from the store: total tokens over total time of the
-logged windows after each phase's first (warm-up, allocator, kernels).
+goes first. Each run is a process of its own, as a user's `navi-tui --no-ui` and `navi-tui` are:
+within one process, a headless run on the main thread left the CPU's later console runs 25-35%
+slower, which no user meets. tokens/s per phase is read back from the store: total tokens over
+total time of the logged windows after each phase's first (warm-up, allocator, kernels).
 
 Key latency: in one more console run, `p` is pressed 10 times while training runs. "acted" is
 the time from the key's press to the control object's pause; "trainer" is the time until the
@@ -22,6 +24,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -47,8 +50,10 @@ from store import Store  # noqa: E402
 PHASES = ("policy", "planner", "sft")
 
 
-def phase_throughput(home: Path, run_id: int) -> dict[str, float]:
-    """Per phase: tokens over time of every logged window after the first, from the store."""
+def phase_throughput(home: Path, run_id: int, median: bool = False) -> dict[str, float]:
+    """Per phase: tokens over time of every logged window after the first, from the store; or,
+    with median, the median window's tokens/s (a window that holds a gallery sample or a
+    checkpoint write is slower whoever runs it, and weighs on the mean)."""
     with Store(home) as store:
         rows = store.metrics(run_id)
     out = {}
@@ -61,7 +66,7 @@ def phase_throughput(home: Path, run_id: int) -> dict[str, float]:
         # each window's tokens/s and step_ms give its seconds per step; weight windows by their time
         seconds = [ms[s] / 1000.0 for s, _ in tps]
         tokens = [v * t for (_, v), t in zip(tps, seconds)]
-        out[phase] = sum(tokens) / sum(seconds)
+        out[phase] = statistics.median(v for _, v in tps) if median else sum(tokens) / sum(seconds)
     return out
 
 
@@ -77,6 +82,7 @@ async def run_console(profile, device, steps, home, probe_keys: int = 0) -> tupl
     app = NaviApp(home, profile=profile.name, device=device, steps=steps, train_on_start=True)
     acted, trainer = [], []
     t0 = time.perf_counter()
+    ui0 = time.thread_time()  # the ui's event loop runs on this thread: its cpu time is what the console costs
     async with app.run_test(size=(140, 45)) as pilot:
         while app.session is None or app.session.run_id is None or app.view.latest.step < 1:
             await pilot.pause(0.05)
@@ -101,6 +107,7 @@ async def run_console(profile, device, steps, home, probe_keys: int = 0) -> tupl
             await asyncio.sleep(0.5)
         await pilot.pause(0.2)
         run_id = app.session.run_id
+    run_console.ui_cpu_seconds = time.thread_time() - ui0
     return run_id, time.perf_counter() - t0, acted, trainer
 
 
@@ -121,6 +128,31 @@ class TimedControl(TrainingControl):
         return super().checkpoint_between_steps()
 
 
+def child(args) -> dict:
+    """One run in this process: headless, console, or console with the key probe."""
+    profile, device = get_profile(args.profile), torch.device(args.device)
+    training_session.TrainingControl = TimedControl
+    home = Path(tempfile.mkdtemp(prefix="navi-bench-")) / "home"
+    if args.child == "headless":
+        run_id, seconds = run_headless(load_corpus(corpus_dir()), profile, device, args.steps, home)
+        acted, trainer = [], []
+    else:
+        if args.switch_interval:
+            sys.setswitchinterval(args.switch_interval)
+        run_id, seconds, acted, trainer = asyncio.run(
+            run_console(profile, device, args.steps, home, probe_keys=10 if args.child == "keys" else 0))
+    ui = getattr(run_console, "ui_cpu_seconds", None)
+    return {"seconds": seconds, "tokens_per_s": phase_throughput(home, run_id), "acted": acted, "trainer": trainer,
+            "median_window": phase_throughput(home, run_id, median=True), "ui_cpu_seconds": ui}
+
+
+def run_child(args, kind: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", kind, "--profile", args.profile, "--device", args.device,
+           "--steps", str(args.steps), "--switch-interval", str(args.switch_interval)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="tiny")
@@ -128,30 +160,32 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    ap.add_argument("--switch-interval", type=float, default=0.0,
+                    help="set sys.setswitchinterval in the console runs (an experiment; 0 keeps python's 5 ms)")
+    ap.add_argument("--no-keys", action="store_true", help="skip the key-latency run")
+    ap.add_argument("--child", choices=("headless", "console", "keys"), default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args)))
+        return 0
 
     profile, device = get_profile(args.profile), torch.device(args.device)
-    corpus = load_corpus(corpus_dir())
-    training_session.TrainingControl = TimedControl
-    root = Path(tempfile.mkdtemp(prefix="navi-bench-"))
     results = {"headless": [], "console": []}
     for rep in range(args.reps):
         order = ("headless", "console") if rep % 2 == 0 else ("console", "headless")
         for kind in order:
-            home = root / f"{kind}-{rep}"
-            if kind == "headless":
-                run_id, seconds = run_headless(corpus, profile, device, args.steps, home)
-            else:
-                run_id, seconds, _, _ = asyncio.run(run_console(profile, device, args.steps, home))
-            tput = phase_throughput(home, run_id)
-            results[kind].append({"seconds": seconds, "tokens_per_s": tput})
-            print(f"{kind:<8} rep {rep}: {seconds:6.1f}s  " +
-                  "  ".join(f"{p} {v / 1000:.1f}k tok/s" for p, v in tput.items()), flush=True)
+            r = run_child(args, kind)
+            results[kind].append({"seconds": r["seconds"], "tokens_per_s": r["tokens_per_s"],
+                                  "median_window": r["median_window"], "ui_cpu_seconds": r["ui_cpu_seconds"]})
+            ui = f"  ui thread {100 * r['ui_cpu_seconds'] / r['seconds']:.1f}% of a core" if r["ui_cpu_seconds"] else ""
+            print(f"{kind:<8} rep {rep}: {r['seconds']:6.1f}s  " +
+                  "  ".join(f"{p} {v / 1000:.1f}k tok/s" for p, v in r["tokens_per_s"].items()) + ui, flush=True)
 
-    _, _, acted, trainer = asyncio.run(run_console(profile, device, args.steps, root / "keys", probe_keys=10))
+    keys = run_child(args, "keys") if not args.no_keys else {"acted": [], "trainer": []}
+    acted, trainer = keys["acted"], keys["trainer"]
 
-    def median(kind: str, phase: str) -> float:
-        return statistics.median(r["tokens_per_s"][phase] for r in results[kind])
+    def median(kind: str, phase: str, key: str = "tokens_per_s") -> float:
+        return statistics.median(r[key][phase] for r in results[kind])
 
     summary = {
         "date": time.strftime("%Y-%m-%d"),
@@ -160,8 +194,12 @@ def main() -> int:
         "profile": profile.name, "steps": args.steps, "reps": args.reps,
         "ratio_console_over_headless": {p: median("console", p) / median("headless", p) for p in PHASES
                                         if all(p in r["tokens_per_s"] for k in results for r in results[k])},
+        "ratio_median_window": {p: median("console", p, "median_window") / median("headless", p, "median_window")
+                                for p in PHASES},
         "headless_tokens_per_s": {p: median("headless", p) for p in PHASES},
         "console_tokens_per_s": {p: median("console", p) for p in PHASES},
+        "ui_thread_share_of_one_core": statistics.median(r["ui_cpu_seconds"] / r["seconds"] for r in results["console"]),
+        "switch_interval": args.switch_interval or sys.getswitchinterval(),
         "key_acted_ms": {"median": 1000 * statistics.median(acted), "max": 1000 * max(acted), "n": len(acted)}
         if acted else None,
         "key_to_trainer_blocked_ms": {"median": 1000 * statistics.median(trainer), "max": 1000 * max(trainer),

@@ -53,13 +53,17 @@ class NaviApp(App):
 
     def __init__(self, home: Path, *, profile: str = "tiny", device: torch.device | None = None,
                  data: Path | None = None, steps: int | None = None, train_on_start: bool = False,
-                 open_run: int | None = None, refresh_hz: float = 4.0, follow_interval: float = 0.5,
+                 open_run: int | None = None, refresh_hz: float = 4.0, plot_hz: float = 2.0,
+                 follow_interval: float = 0.5,
                  system_interval: float = 1.0, system_stats=None, resume=None):
         super().__init__()
         self.home, self.profile_name = home, profile
         self.device = device or torch.device("cpu")
         self.data, self.steps, self.train_on_start = data, steps, train_on_start
         self.refresh_hz, self.follow_interval, self.system_interval = refresh_hz, follow_interval, system_interval
+        # plots cost the most to draw, and every moment the ui holds the gil the trainer may wait for it
+        self.plot_every = max(1, round(refresh_hz / plot_hz))
+        self._tick = 0
         self.store = Store(home)
         self.session: TrainingSession | None = None
         self.view = RunView()
@@ -177,24 +181,27 @@ class NaviApp(App):
             elif isinstance(ev, LogLine):
                 self.view.event(ev.level, ev.kind, ev.message, ev.data)
             elif isinstance(ev, CheckpointSaved):
+                self.view.event("info", "checkpoint", f"{ev.name} saved ({ev.model}, {ev.phase}, step {ev.step})")
                 results_moved = True
         if results_moved:
             self.refresh_results()
 
     def on_run_started(self, message: RunStarted) -> None:
-        if self.own_view:
+        if self.own_view and message.session is self.session:
             self.view.run_id = message.run_id
             self.refresh_results()
         self.refresh_runs()
 
     def on_session_ended(self, message: SessionEnded) -> None:
-        self.session.thread.join(timeout=5)  # it posted this as its last act
-        if self.own_view and message.run_id is not None:
+        current = message.session is self.session  # else a rollback has started the next one already
+        if current:
+            self.session.thread.join(timeout=5)  # it posted this as its last act
+        if current and self.own_view and message.run_id is not None:
             # from now on the store is the whole truth (final metrics, gates, gallery): read it once
             self.open_run(message.run_id)
         self.refresh_runs()
         self.notice(message.summary, error=message.error is not None)
-        if self._quitting:
+        if self._quitting and current:
             self.exit()
 
     def on_task_done(self, message: TaskDone) -> None:
@@ -214,15 +221,25 @@ class NaviApp(App):
         elif v.status == "running":
             live = "followed"
         self.query_one(RunHeader).show(v, live=live)
-        if v.version == self._rendered:
-            return
-        self._rendered = v.version
-        self.query_one(LossPlot).show(v)
-        self.query_one(ConceptPlot).show(v)
-        self.query_one(WeightsTable).show(v)
-        self.query_one(GatesTable).show(v)
-        self.query_one(GalleryTable).show(v)
-        self._events_shown = self.query_one(EventsLog).show(v, self._events_shown)
+        self._tick += 1
+        # tables and the log every tick; the plots every plot_every-th (a calm 2 Hz)
+        panes = ("weights", "gates", "gallery", "events")
+        if self._tick % self.plot_every == 0 or self._rendered != id(v):
+            panes += ("loss", "concept")
+        self._rendered = id(v)  # a view newly opened draws everything at once
+        dirty = v.take_dirty(panes)
+        if "loss" in dirty:
+            self.query_one(LossPlot).show(v)
+        if "concept" in dirty:
+            self.query_one(ConceptPlot).show(v)
+        if "weights" in dirty:
+            self.query_one(WeightsTable).show(v)
+        if "gates" in dirty:
+            self.query_one(GatesTable).show(v)
+        if "gallery" in dirty:
+            self.query_one(GalleryTable).show(v)
+        if "events" in dirty:
+            self._events_shown = self.query_one(EventsLog).show(v, self._events_shown)
 
     def sample_system(self) -> None:
         self.query_one(SystemPane).show(self._system_stats.read())
@@ -405,6 +422,11 @@ class NaviApp(App):
         if event.data_table.id == "runs":
             self.open_run(int(event.row_key.value))
             self.query_one(TabbedContent).active = "tab-events"
+        elif event.data_table.id == "gallery":
+            # the table cuts long texts; enter shows the whole sample
+            row = self.query_one(GalleryTable).sample(event.cursor_row)
+            if row:
+                self.push_screen(TextScreen("gallery sample", "\n\n".join(f"{k}: {v}" for k, v in row.items())))
 
     def action_mark(self) -> None:
         runs = self.query_one(RunsTable)

@@ -19,6 +19,7 @@ class EventsReady(Message):
 @dataclass
 class RunStarted(Message):
     run_id: int
+    session: object  # the TrainingSession that posted it: a rollback may already have started the next
 
 
 @dataclass
@@ -27,6 +28,7 @@ class SessionEnded(Message):
     run_id: int | None
     status: str
     summary: str
+    session: object
     error: str | None = None
 
 

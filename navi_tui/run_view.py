@@ -20,6 +20,9 @@ PHASE_MODEL = {"policy": "policy", "planner": "planner", "sft": "talker", "da": 
 EVAL_MARKS = ("concept_sim", "gallery_similarity", "coverage_min")
 MAX_POINTS = 4000  # per phase; older points are thinned, so a long run never grows the view without bound
 MAX_EVENTS = 1000
+# what a pane draws from; a change marks only the panes that show it, so a new loss point
+# redraws the loss plot and leaves the tables alone
+PANES = ("loss", "concept", "weights", "gates", "gallery", "events")
 
 
 @dataclass
@@ -48,7 +51,8 @@ class RunView:
     gallery: list[dict] = field(default_factory=list)  # the store's newest gallery (one eval's or one run's)
     checkpoints: list[dict] = field(default_factory=list)
     event_total: int = 0  # events ever added (the deque keeps the newest), so a log appends only the new ones
-    version: int = 0  # bumped on every change, so a pane redraws only when something moved
+    version: int = 0  # bumped on every change
+    dirty: set = field(default_factory=lambda: set(PANES))  # panes whose data moved since their last redraw
 
     @classmethod
     def for_run(cls, run: dict | None) -> "RunView":
@@ -66,6 +70,7 @@ class RunView:
             self.totals = {"policy": steps.get("policy", 0), "planner": steps.get("planner", 0),
                            "sft": steps.get("talker", 0), "da": steps.get("talker", 0) + int(da or 0)}
         self.version += 1
+        self.dirty.add("loss")
 
     # feeding
 
@@ -73,6 +78,7 @@ class RunView:
         if value is None:
             return
         if name == "loss":
+            self.dirty.add("loss")
             series = self.loss.setdefault(phase, [])
             series.append((step, value))
             if len(series) > MAX_POINTS:
@@ -84,14 +90,18 @@ class RunView:
             self.latest.step_ms = value
         elif name == "concept_sim" and phase in ("sft", "da", "talker"):
             self.concept_sim.append((step, value))
+            self.dirty.add("concept")
         elif name.startswith("weight/"):
             self.class_weights[name[7:]] = value
+            self.dirty.add("weights")
         elif name.startswith("share/") or name.startswith("weighted_share/"):
+            self.dirty.add("weights")
             cls = name.split("/", 1)[1]
             raw, weighted = self.class_shares.get(cls, (0.0, 0.0))
             self.class_shares[cls] = (value, weighted) if name.startswith("share/") else (raw, value)
         if name in EVAL_MARKS and phase in PHASES:
             self.eval_steps.setdefault(phase, set()).add(step)
+            self.dirty.add("loss")
         self.version += 1
 
     def metrics(self, step: int, phase: str, values: dict[str, float]) -> None:
@@ -101,9 +111,11 @@ class RunView:
     def event(self, level: str, kind: str, message: str, data: dict | None = None, at: float | None = None) -> None:
         self.events.append((at or time.time(), level, kind, message))
         self.event_total += 1
+        self.dirty.add("events")
         if kind == "sample" and data:
             self.samples.append({k: data.get(k) for k in ("step", "prompt", "output", "reference")})
             del self.samples[:-200]
+            self.dirty.add("gallery")
         self.version += 1
 
     def store_rows(self, metrics: list[dict], events: list[dict]) -> None:
@@ -128,8 +140,15 @@ class RunView:
         if (gates, gallery_rows, checkpoints) != (self.gates, self.gallery, self.checkpoints):
             self.gates, self.gallery, self.checkpoints = gates, gallery_rows, checkpoints
             self.version += 1
+            self.dirty.update(("gates", "gallery"))
 
     # reading
+
+    def take_dirty(self, panes: tuple[str, ...]) -> set[str]:
+        """The given panes that need a redraw; they count as drawn from here on."""
+        out = self.dirty.intersection(panes)
+        self.dirty.difference_update(out)
+        return out
 
     @property
     def status(self) -> str:

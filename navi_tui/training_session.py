@@ -104,7 +104,7 @@ class TrainingSession:
 
     def _started(self, run_id: int) -> None:
         self.run_id = run_id
-        self._post(RunStarted(run_id))
+        self._post(RunStarted(run_id, self))
 
     def _run(self) -> None:
         from navi_tui.training_run import train_run
@@ -124,7 +124,7 @@ class TrainingSession:
             summary = f"training failed: {error}"
             self.bridge(LogLine("error", "crash", summary))
         finally:
-            self._post(SessionEnded(self.run_id, status, summary, error))
+            self._post(SessionEnded(self.run_id, status, summary, self, error))
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop at the next step boundary (the trainer saves a checkpoint); True once the thread ended."""

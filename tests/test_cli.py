@@ -348,3 +348,41 @@ def test_a_talker_that_maps_every_prompt_alike_fails_concept_sim_and_diagnose_fi
     assert navi("--home", home, "--no-ui", "eval", "--checkpoint", planted, "--json") == 1
     gates = {g["name"]: g for g in json.loads(capsys.readouterr().out)["gates"]}
     assert not gates["concept_sim"]["passed"] and gates["concept_sim"]["value"] > 0.99
+
+
+def test_resume_continues_a_run_as_a_new_run(trained_home, capsys):
+    assert navi("--home", trained_home, "--no-ui", "train", "--resume", 1) == 1  # 20 steps still fail gates
+    out = capsys.readouterr().out
+    assert "continues run 1 checkpoint" in out
+    with Store(trained_home) as store:
+        new = store.list_runs()[0]
+        config = json.loads(new["config_json"])
+        assert new["resumed_from"] == 1 and config["resumed_from"]["run"] == 1
+        assert config["steps"] == {"policy": 20, "planner": 20, "talker": 20}  # the source's --steps
+        assert {c["model"]: c["step"] for c in store.checkpoints(new["id"]) if c["phase"] != "rollback"}["policy"] == 20
+        assert any(e["kind"] == "resume" for e in store.events(1))
+
+
+def test_rollback_without_a_passing_checkpoint_asks_for_one(trained_home, capsys):
+    assert navi("--home", trained_home, "--no-ui", "rollback", "--run", 1) == 2
+    assert "no checkpoint whose every gate passed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--resume", 99], "no run 99"),
+    (["rollback", "--run", 1, "--to", 9999], "checkpoint 9999 is not a checkpoint of run 1"),
+])
+def test_resume_and_rollback_refuse_unknown_ids(trained_home, capsys, args, message):
+    assert navi("--home", trained_home, "--no-ui", *args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_rollback_to_a_picked_checkpoint(trained_home, capsys):
+    with Store(trained_home) as store:
+        planner = store.latest_checkpoint(1, "planner")
+    assert navi("--home", trained_home, "--no-ui", "rollback", "--run", 1, "--to", planner["id"]) == 1
+    assert f"rolled back to run 1 checkpoint {planner['id']}" in capsys.readouterr().out
+    with Store(trained_home) as store:
+        new = store.list_runs()[0]
+        assert json.loads(new["config_json"])["resumed_from"]["rollback"] is True
+        assert any(e["kind"] == "rollback" and e["level"] == "warn" for e in store.events(new["id"]))

@@ -313,3 +313,35 @@ async def test_the_console_follows_a_run_another_process_writes(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+async def test_c_continues_the_open_run_as_a_new_run(trained_home):
+    app = make_app(trained_home)
+    async with app.run_test(size=SIZE) as pilot:
+        source = app.view.run_id
+        await pilot.press("c")
+        await wait_for(pilot, lambda: app.session is not None and app.session.run_id is not None, what="the new run")
+        new_id = app.session.run_id
+        await wait_for(pilot, lambda: not app.session.alive, what="the continued run")
+        await pilot.pause(0.3)
+        assert app.view.run_id == new_id
+    with Store(trained_home) as store:
+        run = store.get_run(new_id)
+        resume_events = [e for e in store.events(new_id) if e["kind"] == "resume"]
+        steps = {c["model"]: c["step"] for c in store.checkpoints(new_id)}
+    assert run["resumed_from"] == source and resume_events
+    # every model of the source had finished its 3 steps: carried over, judged, not trained again
+    assert steps["policy"] == 3 and steps["planner"] == 3
+
+
+async def test_a_gallery_row_opens_the_whole_sample(trained_home):
+    app = make_app(trained_home)
+    async with app.run_test(size=SIZE) as pilot:
+        app.query_one("#tabs").active = "tab-gallery"
+        table = app.query_one(GalleryTable)
+        table.focus()
+        await pilot.pause()
+        await pilot.press("enter")
+        assert isinstance(app.screen, TextScreen)
+        body = str(app.screen.query_one("#text-body").render())
+        assert "prompt:" in body and "reference:" in body

@@ -56,7 +56,8 @@ class RunHeader(Static):
         # the header is asked 4 times a second; repaint only when it reads differently
         if text.markup != getattr(self, "_shown", None):
             self._shown = text.markup
-            self.update(text)
+            # one line of fixed height: a layout pass of the whole screen would cost the trainer the gil
+            self.update(text, layout=False)
 
 
 class SystemPane(Static):
@@ -74,7 +75,10 @@ class SystemPane(Static):
                       f"TEMP {g['temp_c']:.0f} C"]
         else:
             lines.append(f"GPU  {s.get('gpu_error') or 'no GPU'}: training runs on the CPU")
-        self.update("\n".join(lines))
+        text = "\n".join(lines)
+        if text != getattr(self, "_shown", None):
+            self._shown = text
+            self.update(text, layout=False)  # a fixed-size pane: no layout pass
 
 
 class WeightsTable(DataTable):
@@ -155,6 +159,14 @@ class GalleryTable(DataTable):
             self.add_row(step, match, repr(prompt)[1:-1][:40], repr(output)[1:-1][:48], repr(reference)[1:-1][:48])
         exact = sum(1 for r in rows if r[1])
         self.border_subtitle = f"{exact}/{len(rows)} exact" if rows else "no samples yet"
+
+    def sample(self, index: int) -> dict | None:
+        """The whole sample behind a row, uncut."""
+        if not 0 <= index < len(self._shown):
+            return None
+        step, exact, prompt, output, reference, score = self._shown[index]
+        return {"step": step, "prompt": prompt, "output": output, "reference": reference,
+                "match": "exact" if exact else (f"{score:.3f}" if score is not None else "miss")}
 
 
 class RunsTable(DataTable):
