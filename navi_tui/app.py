@@ -91,7 +91,7 @@ class NaviApp(App):
             yield ConceptPlot(id="concept")
         with TabbedContent(id="tabs"):
             with TabPane("events", id="tab-events"):
-                yield EventsLog(id="events", max_lines=2000, wrap=False, markup=False)
+                yield EventsLog(id="events")
             with TabPane("gallery", id="tab-gallery"):
                 yield GalleryTable(id="gallery")
             with TabPane("runs", id="tab-runs"):
@@ -222,12 +222,12 @@ class NaviApp(App):
             live = "followed"
         self.query_one(RunHeader).show(v, live=live)
         self._tick += 1
-        # tables and the log every tick; the plots every plot_every-th (a calm 2 Hz)
-        panes = ("weights", "gates", "gallery", "events")
-        if self._tick % self.plot_every == 0 or self._rendered != id(v):
-            panes += ("loss", "concept")
-        self._rendered = id(v)  # a view newly opened draws everything at once
-        dirty = v.take_dirty(panes)
+        # the panes every plot_every-th tick (a calm 2 Hz), all in one pass: each pass repaints
+        # and may lay out the screen, holding the gil the trainer needs; a newly opened view at once
+        if self._tick % self.plot_every and self._rendered == id(v):
+            return
+        self._rendered = id(v)
+        dirty = v.take_dirty(("loss", "concept", "weights", "gates", "gallery", "events"))
         if "loss" in dirty:
             self.query_one(LossPlot).show(v)
         if "concept" in dirty:

@@ -6,10 +6,13 @@ import math
 import time
 
 from rich.text import Text
-from textual.widgets import DataTable, RichLog, Static
+from textual.binding import Binding
+from textual.widget import Widget
+from textual.widgets import DataTable, Static
 
 from navi_tui.run_view import RunView
 
+LIVE_SAMPLES = 60  # a whole gallery asked for with g (50) fits
 LEVEL_STYLE = {"info": "", "warn": "yellow", "error": "bold red"}
 STATUS_STYLE = {"running": "bold cyan", "completed": "green", "stopped": "yellow", "failed": "bold red",
                 "crashed": "bold red"}
@@ -147,8 +150,9 @@ class GalleryTable(DataTable):
             rows = tuple(("final", bool(g["exact"]), g["prompt"], g["output"], g["reference"], g["score"])
                          for g in view.gallery)
         else:
+            # the newest samples only: the table is rebuilt at each sample, while the trainer runs
             rows = tuple((str(s["step"]), s["output"] == s["reference"], s["prompt"], s["output"], s["reference"], None)
-                         for s in reversed(view.samples))
+                         for s in reversed(view.samples[-LIVE_SAMPLES:]))
         if rows == self._shown:
             return
         self._shown = rows
@@ -203,17 +207,49 @@ class RunsTable(DataTable):
         return int(key.value)
 
 
-class EventsLog(RichLog):
-    """The run's log: phases, checkpoints, samples, warnings, rollbacks, crashes."""
+class EventsLog(Widget, can_focus=True):
+    """The run's log: phases, checkpoints, samples, warnings, rollbacks, crashes; newest at the bottom.
+
+    Not a RichLog: a scrolling widget that grows lays out the whole screen at every write (40 ms
+    of the gil, measured), which a trainer on another thread pays for. This one only repaints;
+    up / down / page keys scroll back through the newest MAX_LINES lines.
+    """
+
+    MAX_LINES = 2000
+    BINDINGS = [Binding("up", "scroll(1)", show=False), Binding("down", "scroll(-1)", show=False),
+                Binding("pageup", "scroll(20)", show=False), Binding("pagedown", "scroll(-20)", show=False),
+                Binding("end", "scroll(-1000000)", show=False)]
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.lines: list[Text] = []
+        self.back = 0  # lines scrolled back from the newest
+
+    def clear(self) -> None:
+        self.lines, self.back = [], 0
+        self.refresh()
 
     def show(self, view: RunView, shown: int) -> int:
-        """Write the events past `shown` (a running count); returns the new count."""
+        """Add the events past `shown` (a running count); returns the new count."""
         total = view.event_total
         new = min(total - shown, len(view.events))
         if new <= 0:
             return total
         for at, level, kind, message in list(view.events)[-new:]:
             stamp = time.strftime("%H:%M:%S", time.localtime(at))
-            self.write(Text.assemble((stamp, "dim"), " ", (f"{kind:<10}", "bold"), " ",
-                                     (message, LEVEL_STYLE.get(level, ""))))
+            self.lines.append(Text.assemble((stamp, "dim"), " ", (f"{kind:<10}", "bold"), " ",
+                                            (message, LEVEL_STYLE.get(level, "")), no_wrap=True, overflow="ellipsis"))
+        del self.lines[:-self.MAX_LINES]
+        if self.back:
+            self.back = min(self.back + new, max(0, len(self.lines) - 1))  # stay on the lines being read
+        self.refresh()
         return total
+
+    def action_scroll(self, lines: int) -> None:
+        self.back = max(0, min(self.back + lines, max(0, len(self.lines) - self.size.height)))
+        self.refresh()
+
+    def render(self) -> Text:
+        end = len(self.lines) - self.back
+        shown = self.lines[max(0, end - self.size.height):end]
+        return Text("\n", no_wrap=True).join(shown)
