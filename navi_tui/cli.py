@@ -259,9 +259,9 @@ def cmd_diagnose(args) -> int:
 def run_console(args) -> int:
     """The Textual console: `train` starts training at once, `open` (or no command) shows the newest run."""
     from navi_model.assets import corpus_dir
-    from navi_model.config import get_profile
     from navi_model.corpus.load import load_corpus
     from navi_tui.app import NaviApp
+    from navi_tui.home import open_store
 
     home = resolve_home(args.home)
     training = args.command == "train"
@@ -269,10 +269,10 @@ def run_console(args) -> int:
         raise UsageError(f"--steps must be at least 1, got {args.steps}")
     resume = _resume_point(args, None, rollback=False) if training and args.resume is not None else None
     device = resolve_device(args.device, training=True)
-    get_profile(args.profile)
     data = getattr(args, "data", None)
     if training and resume is None:
         load_corpus(data if data is not None else corpus_dir())  # bad input: exit 2 before any screen opens
+    open_store(home, create=True).close()  # an unusable home: exit 2 with its reason, not a traceback
     app = NaviApp(home, profile=args.profile, device=device, data=data, steps=getattr(args, "steps", None),
                   train_on_start=training and resume is None, open_run=getattr(args, "run", None), resume=resume)
     app.run()

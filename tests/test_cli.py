@@ -386,3 +386,10 @@ def test_rollback_to_a_picked_checkpoint(trained_home, capsys):
         new = store.list_runs()[0]
         assert json.loads(new["config_json"])["resumed_from"]["rollback"] is True
         assert any(e["kind"] == "rollback" and e["level"] == "warn" for e in store.events(new["id"]))
+
+
+def test_the_console_refuses_an_unusable_home(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert navi("--home", blocker / "home", "open") == 2
+    assert "cannot open the run store" in capsys.readouterr().err
