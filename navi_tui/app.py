@@ -8,6 +8,7 @@ diagnose. The UI redraws on a timer (`refresh_hz`), and only the panes whose dat
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.widgets import DataTable, Footer, TabbedContent, TabPane
 
 from navi_model.config import get_profile
@@ -31,6 +33,20 @@ from navi_tui.widgets.panes import (EventsLog, GalleryTable, GatesTable, RunHead
 from navi_tui.widgets.plots import ConceptPlot, LossPlot
 
 from navi_model.events import LogLine, MetricsLogged
+
+
+def while_mounted(method):
+    """Timers and late messages may fire while the app tears its widgets down: then do nothing."""
+
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except NoMatches:
+            if self.is_running and not self._exiting:
+                raise
+
+    return guarded
 
 
 class NaviApp(App):
@@ -75,6 +91,7 @@ class NaviApp(App):
         self._open_run = open_run
         self._resume_on_start = resume
         self._quitting = False
+        self._exiting = False
         self.last_notice = ""  # the latest notice, for tests and the tmux check
 
     # layout
@@ -192,6 +209,7 @@ class NaviApp(App):
             self.refresh_results()
         self.refresh_runs()
 
+    @while_mounted
     def on_session_ended(self, message: SessionEnded) -> None:
         current = message.session is self.session  # else a rollback has started the next one already
         if current:
@@ -213,6 +231,7 @@ class NaviApp(App):
 
     # redraw
 
+    @while_mounted
     def render_view(self) -> None:
         v = self.view
         live = ""
@@ -241,9 +260,11 @@ class NaviApp(App):
         if "events" in dirty:
             self._events_shown = self.query_one(EventsLog).show(v, self._events_shown)
 
+    @while_mounted
     def sample_system(self) -> None:
         self.query_one(SystemPane).show(self._system_stats.read())
 
+    @while_mounted
     def refresh_runs(self) -> None:
         self.query_one(RunsTable).show(self.store.list_runs())
 
@@ -464,6 +485,10 @@ class NaviApp(App):
                 self.notice(f"stopping run {self.session.run_id}; quitting once its checkpoint is saved")
 
         self.push_screen(ConfirmQuit(self.session.run_id), answered)
+
+    def exit(self, *args, **kwargs) -> None:
+        self._exiting = True
+        super().exit(*args, **kwargs)
 
     def on_unmount(self) -> None:
         # whatever ends the app (ctrl-c, a test's exit), a live run stops cleanly with a checkpoint

@@ -13,9 +13,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from navi_model.brain import MODELS  # the brain's training order
 from store import Store, load_checkpoint
 
-MODELS = ("policy", "planner", "talker")
 
 
 class ResumeError(ValueError):

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from navi_model import gates as G
+from navi_model.brain import MODELS
 from navi_model.config import GateThresholds, get_profile
 from navi_model.corpus.load import BUNDLED_BENCHES, Intent, load_bench
 from navi_model.evaluate import policy_from_payload, run_intent_bench
@@ -21,7 +22,6 @@ from navi_tui.recorder import eval_row
 
 # which model answers each kind of bench
 BENCH_MODEL = {"policy": "policy", "paraphrase": "policy", "plan": "planner", "gallery": "talker"}
-MODELS = ("policy", "planner", "talker")
 
 
 class EvalUsageError(ValueError):

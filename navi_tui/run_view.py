@@ -51,7 +51,6 @@ class RunView:
     gallery: list[dict] = field(default_factory=list)  # the store's newest gallery (one eval's or one run's)
     checkpoints: list[dict] = field(default_factory=list)
     event_total: int = 0  # events ever added (the deque keeps the newest), so a log appends only the new ones
-    version: int = 0  # bumped on every change
     dirty: set = field(default_factory=lambda: set(PANES))  # panes whose data moved since their last redraw
 
     @classmethod
@@ -69,7 +68,6 @@ class RunView:
         if steps:
             self.totals = {"policy": steps.get("policy", 0), "planner": steps.get("planner", 0),
                            "sft": steps.get("talker", 0), "da": steps.get("talker", 0) + int(da or 0)}
-        self.version += 1
         self.dirty.add("loss")
 
     # feeding
@@ -102,7 +100,6 @@ class RunView:
         if name in EVAL_MARKS and phase in PHASES:
             self.eval_steps.setdefault(phase, set()).add(step)
             self.dirty.add("loss")
-        self.version += 1
 
     def metrics(self, step: int, phase: str, values: dict[str, float]) -> None:
         for name, value in values.items():
@@ -116,7 +113,6 @@ class RunView:
             self.samples.append({k: data.get(k) for k in ("step", "prompt", "output", "reference")})
             del self.samples[:-200]
             self.dirty.add("gallery")
-        self.version += 1
 
     def store_rows(self, metrics: list[dict], events: list[dict]) -> None:
         """Rows another process wrote, read past the follower's cursor."""
@@ -139,7 +135,6 @@ class RunView:
             gallery_rows = [g for g in gallery if g["created"] == last]
         if (gates, gallery_rows, checkpoints) != (self.gates, self.gallery, self.checkpoints):
             self.gates, self.gallery, self.checkpoints = gates, gallery_rows, checkpoints
-            self.version += 1
             self.dirty.update(("gates", "gallery"))
 
     # reading

@@ -49,6 +49,15 @@ async def wait_for(pilot, condition, timeout: float = 240.0, what: str = "condit
         await pilot.pause(0.1)
 
 
+async def show_table(app, pilot, tab: str, table_type):
+    """Bring a tab to the front and focus its table, as a person would with the mouse."""
+    app.query_one("#tabs").active = tab
+    table = app.query_one(table_type)
+    table.focus()
+    await pilot.pause()
+    return table
+
+
 def header_text(app) -> str:
     return str(app.query_one(RunHeader).render())
 
@@ -221,10 +230,7 @@ async def test_runs_tab_opens_and_compares_runs(trained_home):
             ids = [r["id"] for r in store.list_runs()]
     app = make_app(trained_home)
     async with app.run_test(size=SIZE) as pilot:
-        app.query_one("#tabs").active = "tab-runs"
-        runs = app.query_one(RunsTable)
-        runs.focus()
-        await pilot.pause()
+        runs = await show_table(app, pilot, "tab-runs", RunsTable)
         runs.move_cursor(row=len(ids) - 1)  # the oldest run, id 1
         await pilot.press("enter")
         assert app.view.run_id == ids[-1] == 1
@@ -337,10 +343,7 @@ async def test_c_continues_the_open_run_as_a_new_run(trained_home):
 async def test_a_gallery_row_opens_the_whole_sample(trained_home):
     app = make_app(trained_home)
     async with app.run_test(size=SIZE) as pilot:
-        app.query_one("#tabs").active = "tab-gallery"
-        table = app.query_one(GalleryTable)
-        table.focus()
-        await pilot.pause()
+        await show_table(app, pilot, "tab-gallery", GalleryTable)
         await pilot.press("enter")
         assert isinstance(app.screen, TextScreen)
         body = str(app.screen.query_one("#text-body").render())
