@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -80,6 +81,8 @@ class NaviApp(App):
         # plots cost the most to draw, and every moment the ui holds the gil the trainer may wait for it
         self.plot_every = max(1, round(refresh_hz / plot_hz))
         self._tick = 0
+        self._live_shown: str | None = None
+        self._system_at = 0.0
         self.store = Store(home)
         self.session: TrainingSession | None = None
         self.view = RunView()
@@ -138,7 +141,6 @@ class NaviApp(App):
                 self.open_run(run["id"])
         self.set_interval(1.0 / self.refresh_hz, self.render_view)
         self.set_interval(self.follow_interval, self.follow)
-        self.set_interval(self.system_interval, self.sample_system)
         self.set_interval(2.0, self.refresh_runs)
         self.sample_system()
         self.render_view()
@@ -239,12 +241,18 @@ class NaviApp(App):
             live = "PAUSED" if self.session.control.paused else "stopping" if self.session.control.stopped else "live"
         elif v.status == "running":
             live = "followed"
-        self.query_one(RunHeader).show(v, live=live)
         self._tick += 1
-        # the panes every plot_every-th tick (a calm 2 Hz), all in one pass: each pass repaints
-        # and may lay out the screen, holding the gil the trainer needs; a newly opened view at once
-        if self._tick % self.plot_every and self._rendered == id(v):
+        # everything repaints together on every plot_every-th tick (a calm 2 Hz): each pass lays
+        # out and paints the screen holding the gil the trainer needs, so one pass beats three.
+        # Between those ticks only a new state in the header (a key's PAUSED) or a new view paints.
+        due = self._tick % self.plot_every == 0 or self._rendered != id(v)
+        if due or live != self._live_shown:
+            self.query_one(RunHeader).show(v, live=live)
+            self._live_shown = live
+        if not due:
             return
+        if time.monotonic() - self._system_at >= self.system_interval:
+            self.sample_system()
         self._rendered = id(v)
         dirty = v.take_dirty(("loss", "concept", "weights", "gates", "gallery", "events"))
         if "loss" in dirty:
@@ -262,6 +270,7 @@ class NaviApp(App):
 
     @while_mounted
     def sample_system(self) -> None:
+        self._system_at = time.monotonic()
         self.query_one(SystemPane).show(self._system_stats.read())
 
     @while_mounted

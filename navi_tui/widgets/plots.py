@@ -2,57 +2,36 @@
 
 from __future__ import annotations
 
-from textual_plotext import PlotextPlot
-
 from navi_tui.run_view import RunView
+from navi_tui.widgets.chart import BrailleChart, ChartData, Series
 
-PHASE_COLORS = {"policy": "cyan", "planner": "magenta", "sft": "green", "da": "orange"}
-
-
-def _thin(xs: list[float], ys: list[float], width: int) -> tuple[list[float], list[float]]:
-    # a terminal column shows one point anyway; plotting thousands costs the trainer's cpu for nothing
-    step = max(1, len(xs) // max(width * 2, 1))
-    return (xs[::step], ys[::step]) if step > 1 else (xs, ys)
+PHASE_COLORS = {"policy": "cyan", "planner": "magenta", "sft": "green", "da": "dark_orange"}
+MARKS_SHOWN = 12  # the newest evaluation points; older ones would paint the plot grey
 
 
-class LossPlot(PlotextPlot):
+class LossPlot(BrailleChart):
     """Training loss on one axis, phase after phase; dotted lines mark evaluation points."""
 
     def show(self, view: RunView) -> None:
-        plt = self.plt
-        plt.clear_data()
-        plt.clear_figure()
-        plt.title("loss")
-        plt.xlabel("step (policy, planner, talker in turn)")
-        width = max(self.size.width, 20)
-        any_points = False
-        for phase, xs, ys, marks in view.loss_series():
-            txs, tys = _thin(xs, ys, width)
-            plt.plot(txs, tys, label=phase, color=PHASE_COLORS.get(phase, "white"), marker="braille")
-            for x in marks[-12:]:
-                plt.vline(x, "gray")
-            any_points = True
-        if not any_points:
-            plt.title("loss: no points yet")
-        self.refresh()
+        series, marks = [], []
+        for phase, xs, ys, eval_xs in view.loss_series():
+            series.append(Series(phase, PHASE_COLORS.get(phase, "white"), xs, ys))
+            marks += eval_xs[-MARKS_SHOWN:]
+        self.plot(ChartData(title="loss" if series else "loss: no points yet", series=series, vlines=marks,
+                            xlabel="step (policy, planner, talker in turn)"))
 
 
-class ConceptPlot(PlotextPlot):
+class ConceptPlot(BrailleChart):
     """Mean pairwise cosine of the talker's concept vectors; above 0.9 is collapse (M-029)."""
 
     LIMIT = 0.9
 
     def show(self, view: RunView) -> None:
-        plt = self.plt
-        plt.clear_data()
-        plt.clear_figure()
-        plt.title(f"concept similarity (gate < {self.LIMIT})")
-        if view.concept_sim:
-            xs = [s for s, _ in view.concept_sim]
-            ys = [v for _, v in view.concept_sim]
-            plt.plot(xs, ys, color="green", marker="braille")
-            plt.hline(self.LIMIT, "red")
-            plt.ylim(min(min(ys), 0.0), 1.0)
-        else:
-            plt.title("concept similarity: measured during the talker's training")
-        self.refresh()
+        if not view.concept_sim:
+            self.plot(ChartData(title="concept similarity: measured during the talker's training"))
+            return
+        xs = [s for s, _ in view.concept_sim]
+        ys = [v for _, v in view.concept_sim]
+        self.plot(ChartData(title=f"concept similarity (gate < {self.LIMIT})",
+                            series=[Series("mean cosine", "green", xs, ys)], hlines=[(self.LIMIT, "red")],
+                            ylim=(min(min(ys), 0.0), 1.0), xlabel="talker step"))
