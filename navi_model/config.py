@@ -117,6 +117,10 @@ def _tiny() -> Profile:
                             response_len=56),
         talker_train=TalkerTrainConfig(batch_size=32, lr=3e-3, passes_per_goal=40.0, log_every=50,
                                        da_steps=30, da_lr=1e-5, freeze_encoder=True),
+        # the tiny planner scores 20 or 21 of the 21 held-out plans depending on the seed and
+        # the CPU's kernels, whatever its budget (seeds 1337, 1-4 at 6-12 passes per goal:
+        # benchmarks/planner_margin.py, docs/benchmarks.md); 19 of 21 still fails. base keeps 21/21.
+        gates=GateThresholds(plan_bench=0.95),
     )
 
 

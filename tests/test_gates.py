@@ -5,7 +5,7 @@
 
 import math
 
-from navi_model.config import GateThresholds
+from navi_model.config import PROFILES, GateThresholds
 from navi_model.gates import (
     all_passed, bench_gate, class_share_gate, concept_sim_gate, coverage_gate, da_regression_gate, gallery_gates, gate,
     memory_prefix_gate, not_run, prefix_use_gate, truncation_gate,
@@ -24,6 +24,14 @@ def test_bench_gate_passes_only_when_all_correct():
     assert not g.passed
     assert g.value == 63 / 64
     assert g.summary.startswith("63/64; first miss: 'w0' -> memory_add (want check)")
+
+
+def test_tiny_plan_bench_allows_one_miss_of_21_and_no_more():
+    # the tiny profile's threshold sits at the floor its healthy seeds reach (20/21), not below it
+    th = PROFILES["tiny"].gates.plan_bench
+    assert bench_gate("plan_bench", items(20, 1), th).passed
+    assert not bench_gate("plan_bench", items(19, 2), th).passed
+    assert not bench_gate("plan_bench", items(20, 1), PROFILES["base"].gates.plan_bench).passed
 
 
 def test_empty_bench_fails():
