@@ -72,7 +72,8 @@ class NaviApp(App):
                  data: Path | None = None, steps: int | None = None, train_on_start: bool = False,
                  open_run: int | None = None, refresh_hz: float = 4.0, plot_hz: float = 2.0,
                  follow_interval: float = 0.5,
-                 system_interval: float = 1.0, system_stats=None, resume=None):
+                 system_interval: float = 1.0, system_stats=None, resume=None, mirror=None):
+        """mirror: a started navi_tui.mirror.Mirror whose state the header shows; None shows "off"."""
         super().__init__()
         self.home, self.profile_name = home, profile
         self.device = device or torch.device("cpu")
@@ -94,6 +95,7 @@ class NaviApp(App):
         self._open_run = open_run
         self._resume_on_start = resume
         self._quitting = False
+        self.mirror = mirror
         self._exiting = False
         self.last_notice = ""  # the latest notice, for tests and the tmux check
 
@@ -128,6 +130,8 @@ class NaviApp(App):
             from navi_tui.system_monitor import SystemStats
 
             self._system_stats = SystemStats(self.device.index or 0)
+        if self.mirror is not None:
+            self.notice(self.mirror.notice())  # once: off and how to turn it on, or where it goes
         self.refresh_runs()
         if self._resume_on_start is not None:
             self._start(resume=self._resume_on_start)
@@ -247,7 +251,7 @@ class NaviApp(App):
         # Between those ticks only a new state in the header (a key's PAUSED) or a new view paints.
         due = self._tick % self.plot_every == 0 or self._rendered != id(v)
         if due or live != self._live_shown:
-            self.query_one(RunHeader).show(v, live=live)
+            self.query_one(RunHeader).show(v, live=live, mirror=self.mirror_state())
             self._live_shown = live
         if not due:
             return
@@ -267,6 +271,10 @@ class NaviApp(App):
             self.query_one(GalleryTable).show(v)
         if "events" in dirty:
             self._events_shown = self.query_one(EventsLog).show(v, self._events_shown)
+
+    def mirror_state(self) -> str:
+        # off, delivering, or retrying with the queue length: a glance says whether Discord hears us
+        return f"discord {self.mirror.state() if self.mirror is not None else 'off'}"
 
     @while_mounted
     def sample_system(self) -> None:

@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     runs = sub.add_parser("runs", help="list the runs in the store")
     runs.add_argument("--json", action="store_true", help="print one JSON document")
+
+    mirror = sub.add_parser("mirror", help="deliver the Discord messages waiting in the store's outbox, then exit")
+    mirror.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="give up after this long; what is left stays queued (default: 60)")
     return ap
 
 
@@ -125,6 +129,18 @@ def cmd_rollback(args) -> int:
     return cmd_train(args, resume=_resume_point(args, args.to, rollback=True))
 
 
+# at the end of a headless run, how long the relay may go on delivering; a Discord that is down
+# ends it at the first failed try, and what is left waits in the outbox for the next relay
+MIRROR_FLUSH_S = 5.0
+
+
+def discord_mirror(home: Path):
+    """The Discord mirror from NAVI_DISCORD_*, not started; bad variables raise before anything is written."""
+    from navi_tui.mirror import Mirror
+
+    return Mirror.from_env(home)
+
+
 def cmd_train(args, resume=None) -> int:
     from navi_model.assets import corpus_dir
     from navi_model.config import get_profile
@@ -136,6 +152,7 @@ def cmd_train(args, resume=None) -> int:
 
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps must be at least 1, got {args.steps}")
+    mirror = discord_mirror(resolve_home(args.home))
     if resume is None and args.resume is not None:
         resume = _resume_point(args, None, rollback=False)
     # a continued run keeps its source's profile, data and --steps unless told otherwise
@@ -157,6 +174,13 @@ def cmd_train(args, resume=None) -> int:
         control.stop()
         signal.signal(signal.SIGINT, previous)
 
+    def start_mirror(run_id: int) -> None:
+        # started once the run row exists: input that train_run refuses leaves no relay, lock or store behind
+        mirror.start()
+        print(mirror.notice(), flush=True)
+
+    if not mirror.enabled:
+        print(mirror.notice(), flush=True)
     signal.signal(signal.SIGINT, on_interrupt)
     try:
         plan = planned_steps(corpus, profile, args.steps)
@@ -165,7 +189,10 @@ def cmd_train(args, resume=None) -> int:
         progress = ProgressPrinter({"policy": plan["policy"], "planner": plan["planner"], "sft": plan["talker"],
                                     "da": plan["talker"] + da_steps})
         outcome = train_run(corpus, profile, home=resolve_home(args.home), device=device, steps=args.steps,
-                            control=control, progress=progress, resume=resume)
+                            control=control, progress=progress, resume=resume, on_start=start_mirror)
+    except BaseException:
+        close_mirror(mirror)  # the crash and the run's end still go out
+        raise
     finally:
         signal.signal(signal.SIGINT, previous)
     print_gate_table(outcome.gates)
@@ -176,7 +203,14 @@ def cmd_train(args, resume=None) -> int:
     ckpts = ", ".join(f"{m} {cid}" for m, cid in outcome.checkpoint_ids.items())
     print(f"run {outcome.run_id} ({outcome.status}) in {outcome.seconds:.0f}s; checkpoints: {ckpts or 'none'}; "
           f"store {resolve_home(args.home) / 'navi.db'}")
+    close_mirror(mirror)
     return EXIT_OK if outcome.ok else EXIT_GATE_FAILED
+
+
+def close_mirror(mirror) -> None:
+    if mirror.started:
+        mirror.close(MIRROR_FLUSH_S)
+        print(mirror.summary(), flush=True)
 
 
 def cmd_eval(args) -> int:
@@ -214,6 +248,27 @@ def cmd_runs(args) -> int:
     else:
         print_runs(runs)
     return EXIT_OK
+
+
+def cmd_mirror(args) -> int:
+    """Deliver the outbox (after an outage, with no console open); exit 1 when some is left."""
+    from navi_tui.home import open_store
+    from navi_tui.mirror import Mirror
+    from navi_tui.mirror.config import OFF_HINT
+
+    if not args.timeout > 0:
+        raise UsageError(f"--timeout must be a number of seconds above 0, got {args.timeout}")
+    home = resolve_home(args.home)
+    mirror = Mirror.from_env(home, follow=False)
+    if not mirror.enabled:
+        raise UsageError(f"the Discord mirror is off: {OFF_HINT}")
+    open_store(home, create=False).close()  # no store: exit 2, and none is made
+    mirror.start()
+    print(mirror.notice(), flush=True)
+    mirror.close(args.timeout, until_empty=True)
+    print(mirror.summary())
+    state = mirror.relay_state()
+    return EXIT_OK if state.mode != "no relay" and state.queued == 0 else EXIT_GATE_FAILED
 
 
 def cmd_check(args) -> int:
@@ -267,6 +322,7 @@ def run_console(args) -> int:
     training = args.command == "train"
     if training and args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps must be at least 1, got {args.steps}")
+    mirror = discord_mirror(home)  # a bad NAVI_DISCORD_* variable: exit 2 before any screen opens
     resume = _resume_point(args, None, rollback=False) if training and args.resume is not None else None
     device = resolve_device(args.device, training=True)
     data = getattr(args, "data", None)
@@ -274,13 +330,19 @@ def run_console(args) -> int:
         load_corpus(data if data is not None else corpus_dir())  # bad input: exit 2 before any screen opens
     open_store(home, create=True).close()  # an unusable home: exit 2 with its reason, not a traceback
     app = NaviApp(home, profile=args.profile, device=device, data=data, steps=getattr(args, "steps", None),
-                  train_on_start=training and resume is None, open_run=getattr(args, "run", None), resume=resume)
-    app.run()
+                  train_on_start=training and resume is None, open_run=getattr(args, "run", None), resume=resume,
+                  mirror=mirror)
+    # the relay lives as long as the console: it follows the store, so nothing has to feed it
+    mirror.start()
+    try:
+        app.run()
+    finally:
+        mirror.close(MIRROR_FLUSH_S)
     return app.return_code or EXIT_OK
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "runs": cmd_runs, "check": cmd_check, "diagnose": cmd_diagnose,
-            "rollback": cmd_rollback}
+            "rollback": cmd_rollback, "mirror": cmd_mirror}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -299,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     from navi_tui.continuation import ResumeError
     from navi_tui.evaluation import EvalUsageError
     from navi_tui.home import HomeError
+    from navi_tui.mirror.config import MirrorConfigError
 
     try:
         if not args.no_ui and args.command in ("train", "open"):
@@ -307,6 +370,6 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("open is the console's command: drop --no-ui, or list runs with --no-ui runs")
         return COMMANDS[args.command](args)
     except (UsageError, HomeError, CorpusError, CheckpointError, EvalUsageError, TruncationError,
-            VocabRangeError, ResumeError) as e:
+            VocabRangeError, ResumeError, MirrorConfigError) as e:
         print(f"navi-tui: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

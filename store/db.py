@@ -10,7 +10,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from .rows import RUN_STATUSES, VERDICTS, event_row, metric_row
+from .rows import OUTBOX_OUTCOMES, RUN_STATUSES, VERDICTS, event_row, metric_row
 from .schema import apply_schema
 
 DB_FILENAME = "navi.db"
@@ -342,6 +342,91 @@ class Store:
 
     def evals(self, run_id: int) -> list[dict]:
         return list(self.db.query("SELECT * FROM evals WHERE run_id = ? ORDER BY id", [run_id]))
+
+    def evals_after(self, run_id: int, cursor_id: int) -> list[dict]:
+        """Gate results with id above cursor_id, oldest first, for a follower that polls."""
+        return list(self.db.query("SELECT * FROM evals WHERE run_id = ? AND id > ? ORDER BY id", [run_id, cursor_id]))
+
+    def latest_metric(self, run_id: int, name: str) -> dict | None:
+        """The newest row of one metric, whatever its phase: what a status line shows."""
+        return self._one("SELECT * FROM metrics WHERE run_id = ? AND name = ? ORDER BY id DESC LIMIT 1",
+                         [run_id, name])
+
+    def last_metric_id(self, run_id: int) -> int:
+        row = self._one("SELECT max(id) AS id FROM metrics WHERE run_id = ?", [run_id])
+        return row["id"] or 0
+
+    def last_event_id(self, run_id: int) -> int:
+        row = self._one("SELECT max(id) AS id FROM events WHERE run_id = ?", [run_id])
+        return row["id"] or 0
+
+    # outbox: messages for the discord mirror, written before any delivery is tried
+
+    def queue_message(
+        self,
+        kind: str,
+        content: str,
+        *,
+        run_id: int | None = None,
+        edit_key: str | None = None,
+        dedupe_key: str | None = None,
+    ) -> int | None:
+        """Queue one message; None when dedupe_key was queued before (by anyone, sent or not)."""
+        with write_transaction(self.db):
+            cursor = self.db.execute(
+                "INSERT OR IGNORE INTO outbox (created, kind, payload_json, attempts, run_id, edit_key, dedupe_key) "
+                "VALUES (?, ?, ?, 0, ?, ?, ?)",
+                [time.time(), kind, json.dumps({"content": content}), run_id, edit_key, dedupe_key],
+            )
+        return cursor.lastrowid if cursor.rowcount else None
+
+    def unsent_messages(self, limit: int = 50) -> list[dict]:
+        """Messages not yet sent, oldest first: the relay's queue."""
+        return list(self.db.query("SELECT * FROM outbox WHERE sent IS NULL ORDER BY id LIMIT ?", [limit]))
+
+    def unsent_count(self) -> int:
+        return self._one("SELECT count(*) AS n FROM outbox WHERE sent IS NULL")["n"]
+
+    def newer_unsent_version(self, message: dict) -> bool:
+        """Whether a later unsent row of the same kind and edit_key makes this one stale."""
+        row = self._one(
+            "SELECT 1 AS x FROM outbox WHERE sent IS NULL AND id > ? AND kind = ? AND edit_key IS ? LIMIT 1",
+            [message["id"], message["kind"], message["edit_key"]],
+        )
+        return row is not None
+
+    def delivered_message_id(self, edit_key: str) -> str | None:
+        """The discord message that rows with this edit_key edit: the one the newest delivered row holds."""
+        row = self._one(
+            "SELECT discord_message_id FROM outbox WHERE edit_key = ? AND outcome = 'delivered' "
+            "AND discord_message_id IS NOT NULL ORDER BY id DESC LIMIT 1",
+            [edit_key],
+        )
+        return row["discord_message_id"] if row else None
+
+    def mark_sent(self, message_id: int, *, outcome: str, discord_message_id: str | None = None) -> bool:
+        """Close a row once; False when it was already closed (then nothing changes)."""
+        if outcome not in OUTBOX_OUTCOMES:
+            raise ValueError(f"outcome must be one of {OUTBOX_OUTCOMES}, not {outcome!r}")
+        with write_transaction(self.db):
+            cursor = self.db.execute(
+                "UPDATE outbox SET sent = ?, outcome = ?, discord_message_id = ?, attempts = attempts + ? "
+                "WHERE id = ? AND sent IS NULL",
+                # a failed try (a rejection too) was counted by note_failed_attempt
+                [time.time(), outcome, discord_message_id, 1 if outcome == "delivered" else 0, message_id],
+            )
+        return cursor.rowcount == 1
+
+    def note_failed_attempt(self, message_id: int, error: str) -> None:
+        """error must already be free of secrets: it is stored as given."""
+        with write_transaction(self.db):
+            self.db.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ? AND sent IS NULL",
+                [error[:500], message_id],
+            )
+
+    def outbox(self) -> list[dict]:
+        return list(self.db.query("SELECT * FROM outbox ORDER BY id"))
 
     # helpers
 

@@ -6,6 +6,9 @@ import time as clock
 RUN_STATUSES = ("running", "completed", "failed", "crashed", "stopped")
 VERDICTS = ("pass", "fail")
 EVENT_LEVELS = ("info", "warn", "error")
+# how an outbox row was closed: delivered to discord; superseded by a newer version of the same
+# message before it went out; rejected by discord as malformed (retrying cannot help)
+OUTBOX_OUTCOMES = ("delivered", "superseded", "rejected")
 
 
 def metric_row(

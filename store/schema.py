@@ -122,6 +122,20 @@ def m002_gallery_detail(db: Database) -> None:
     db.execute("CREATE INDEX gallery_run ON gallery (run_id, id)")
 
 
+@migrations()
+def m003_outbox_delivery(db: Database) -> None:
+    # the discord mirror: a row is one message; rows sharing an edit_key are versions of one
+    # discord message edited in place (a run's status), so the relay needs the message id the
+    # first delivery got back. dedupe_key makes "announce run 7's end" idempotent across
+    # relays and restarts. last_error is what the relay last met, already redacted
+    for column in ("run_id INTEGER REFERENCES runs(id)", "edit_key TEXT", "dedupe_key TEXT", "outcome TEXT",
+                   "discord_message_id TEXT", "last_error TEXT"):
+        db.execute(f"ALTER TABLE outbox ADD COLUMN {column}")
+    db.execute("CREATE UNIQUE INDEX outbox_dedupe ON outbox (dedupe_key)")
+    db.execute("CREATE INDEX outbox_unsent ON outbox (sent, id)")
+    db.execute("CREATE INDEX outbox_edit_key ON outbox (edit_key, id)")
+
+
 def apply_schema(db: Database) -> None:
     """Bring db up to the latest schema; a no-op when it already is."""
     # begin immediate takes the write lock before the pending migrations are

@@ -348,3 +348,48 @@ async def test_a_gallery_row_opens_the_whole_sample(trained_home):
         assert isinstance(app.screen, TextScreen)
         body = str(app.screen.query_one("#text-body").render())
         assert "prompt:" in body and "reference:" in body
+
+
+async def test_the_header_shows_the_discord_mirror_and_discord_hears_the_console_run(tmp_path):
+    # the real relay and discord.py client against the loopback server, fed by nothing but the store
+    from discord_loopback import LoopbackDiscord
+    from navi_tui.mirror import Mirror, Tuning
+    from navi_tui.mirror.targets import use_api_base
+
+    server = LoopbackDiscord().start()
+    home = tmp_path / "home"
+    mirror = Mirror.from_env(home, server.webhook_env(), Tuning(poll_interval=0.05, backoff_base=0.05,
+                                                                backoff_cap=0.3, request_timeout=10)).start()
+    try:
+        app = make_app(home, steps=2, mirror=mirror)
+        async with app.run_test(size=SIZE) as pilot:
+            assert app.last_notice.startswith("discord: mirroring")
+            await pilot.press("t")
+            await wait_for(pilot, lambda: app.session is not None and not app.session.alive, what="the run")
+            await wait_for(pilot, lambda: any("run 1 completed" in c for c in server.contents()),
+                           timeout=30, what="the end message")
+            await wait_for(pilot, lambda: "discord delivering" in header_text(app), timeout=5, what="the state")
+            # Discord goes away: the header says so and counts what waits
+            server.down()
+            with Store(home) as store:
+                store.queue_message("test", "while Discord is away")
+            await wait_for(pilot, lambda: "discord retrying (" in header_text(app), timeout=60,
+                           what="the retrying state")
+        contents = server.contents()
+        assert contents[0].startswith("▶ **run 1 started**")
+        assert any("verdict **FAIL**" in c for c in contents)
+    finally:
+        mirror.close(1.0)
+        server.stop()
+        use_api_base(None)
+
+
+async def test_without_a_mirror_the_header_says_discord_is_off(tmp_path):
+    app = make_app(tmp_path / "home", steps=2)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("t")
+        await wait_for(pilot, lambda: app.view.run_id == 1, what="run 1")
+        await pilot.pause(0.6)
+        assert "discord off" in header_text(app)
+        app.session.control.stop()
+        await wait_for(pilot, lambda: not app.session.alive, what="the stop")

@@ -69,7 +69,8 @@ def test_opening_twice_does_not_reapply_migrations(tmp_path):
         applied = [
             (row["migration_set"], row["name"]) for row in second.db["_sqlite_migrations"].rows
         ]
-        assert applied == [("navi", "m001_create_tables"), ("navi", "m002_gallery_detail")]
+        assert applied == [("navi", "m001_create_tables"), ("navi", "m002_gallery_detail"),
+                           ("navi", "m003_outbox_delivery")]
         assert second.get_run(run_id)["status"] == "running"
 
 
@@ -101,7 +102,7 @@ def test_opening_a_fresh_home_from_many_threads_applies_the_schema_once(tmp_path
         thread.join()
     assert errors == []
     with Store(home) as store:
-        assert store.db["_sqlite_migrations"].count == 2
+        assert store.db["_sqlite_migrations"].count == 3
 
 
 # runs
@@ -644,6 +645,22 @@ def test_a_home_at_schema_1_is_upgraded(tmp_path):
     db.close()
     with Store(tmp_path) as store:
         assert {"memory_json", "exact"} <= set(store.db["gallery"].columns_dict)
+
+
+def test_a_home_at_schema_2_gets_the_outbox_delivery_columns(tmp_path):
+    from store.db import connect
+    from store.schema import migrations
+
+    db = connect(tmp_path / "navi.db")
+    migrations.apply(db, stop_before="m003_outbox_delivery")
+    db.execute("INSERT INTO outbox (created, kind, payload_json) VALUES (1.0, 'test', '{\"content\": \"hi\"}')")
+    db.conn.commit()
+    db.close()
+    with Store(tmp_path) as store:
+        (row,) = store.unsent_messages()
+        assert (row["kind"], row["edit_key"], row["dedupe_key"], row["outcome"]) == ("test", None, None, None)
+        assert store.queue_message("test", "again", dedupe_key="k") is not None
+        assert store.queue_message("test", "again", dedupe_key="k") is None
 
 
 def test_gallery_rows_round_trip(fresh_store):
