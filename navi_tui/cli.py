@@ -176,8 +176,9 @@ def cmd_train(args, resume=None) -> int:
 
     def start_mirror(run_id: int) -> None:
         # started once the run row exists: input that train_run refuses leaves no relay, lock or store behind
-        mirror.start()
-        print(mirror.notice(), flush=True)
+        if mirror.enabled:  # an off mirror said so once already, before training
+            mirror.start()
+            print(mirror.notice(), flush=True)
 
     if not mirror.enabled:
         print(mirror.notice(), flush=True)

@@ -6,7 +6,9 @@ Short runs (--steps 20) fail their gates on purpose: they exercise the whole pat
 corpus to stored verdict, in seconds. The full green run is the last step of .ci/run.
 """
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -31,8 +33,16 @@ def navi(*args):
 def trained_home(tmp_path_factory):
     """A store holding one short run (20 steps: it fails its gates, which is what we want here)."""
     home = tmp_path_factory.mktemp("home")
-    assert navi("--home", home, "--no-ui", "--profile", "tiny", "train", "--steps", 20) == 1
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert navi("--home", home, "--no-ui", "--profile", "tiny", "train", "--steps", 20) == 1
+    (home.parent / "train-stdout.txt").write_text(out.getvalue())
     return home
+
+
+def test_an_unconfigured_discord_mirror_says_so_once(trained_home):
+    out = (trained_home.parent / "train-stdout.txt").read_text()
+    assert out.count("discord: off (set NAVI_DISCORD_WEBHOOK") == 1
 
 
 def test_short_run_is_recorded_whole(trained_home):
