@@ -100,7 +100,7 @@ def draw(data: ChartData, width: int, height: int) -> list[list[tuple[str, str |
 
     def dot(cx: int, cy: int, color: str, under: bool = False) -> None:
         r, c = cy // 4, cx // 2
-        if under and colors[r][c] is not None and cells[r][c]:
+        if under and cells[r][c]:
             return  # a marker never covers a line
         cells[r][c] |= _DOT[cx % 2][cy % 4]
         colors[r][c] = color
