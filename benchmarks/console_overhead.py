@@ -43,30 +43,24 @@ from navi_model.config import get_profile  # noqa: E402
 from navi_model.control import TrainingControl  # noqa: E402
 from navi_model.corpus.load import load_corpus  # noqa: E402
 from navi_tui.app import NaviApp  # noqa: E402
+from navi_tui.bench import PHASES, phase_windows  # noqa: E402
 from navi_tui.report import ProgressPrinter  # noqa: E402
 from navi_tui.training_run import train_run  # noqa: E402
 from store import Store  # noqa: E402
 
-PHASES = ("policy", "planner", "sft")
-
-
 def phase_throughput(home: Path, run_id: int, median: bool = False) -> dict[str, float]:
-    """Per phase: tokens over time of every logged window after the first, from the store; or,
-    with median, the median window's tokens/s (a window that holds a gallery sample or a
-    checkpoint write is slower whoever runs it, and weighs on the mean)."""
+    """Per phase: tokens over time of every logged window after the first, from the store
+    (navi_tui.bench.phase_windows); or, with median, the median window's tokens/s (a window that
+    holds a gallery sample or a checkpoint write is slower whoever runs it, and weighs on the mean)."""
     with Store(home) as store:
+        if not median:
+            return {p: v["tokens_per_s"] for p, v in phase_windows(store, run_id).items()}
         rows = store.metrics(run_id)
     out = {}
     for phase in PHASES:
-        tps = [(r["step"], r["value"]) for r in rows if r["phase"] == phase and r["name"] == "tokens_per_s"]
-        ms = {r["step"]: r["value"] for r in rows if r["phase"] == phase and r["name"] == "step_ms"}
-        tps = tps[1:]
-        if not tps:
-            continue
-        # each window's tokens/s and step_ms give its seconds per step; weight windows by their time
-        seconds = [ms[s] / 1000.0 for s, _ in tps]
-        tokens = [v * t for (_, v), t in zip(tps, seconds)]
-        out[phase] = statistics.median(v for _, v in tps) if median else sum(tokens) / sum(seconds)
+        tps = [r["value"] for r in rows if r["phase"] == phase and r["name"] == "tokens_per_s"][1:]
+        if tps:
+            out[phase] = statistics.median(tps)
     return out
 
 
@@ -153,6 +147,12 @@ def run_child(args, kind: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def _spread(values: list[float]) -> dict | None:
+    if not values:
+        return None
+    return {"median": 1000 * statistics.median(values), "max": 1000 * max(values), "n": len(values)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="tiny")
@@ -182,6 +182,12 @@ def main() -> int:
                   "  ".join(f"{p} {v / 1000:.1f}k tok/s" for p, v in r["tokens_per_s"].items()) + ui, flush=True)
 
     keys = run_child(args, "keys") if not args.no_keys else {"acted": [], "trainer": []}
+    if args.reps == 0:
+        # keys only
+        print(json.dumps({"key_acted_ms": _spread(keys["acted"]), "key_to_trainer_blocked_ms": _spread(keys["trainer"]),
+                          "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                          "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}, indent=2))
+        return 0
     acted, trainer = keys["acted"], keys["trainer"]
 
     def median(kind: str, phase: str, key: str = "tokens_per_s") -> float:
@@ -200,10 +206,8 @@ def main() -> int:
         "console_tokens_per_s": {p: median("console", p) for p in PHASES},
         "ui_thread_share_of_one_core": statistics.median(r["ui_cpu_seconds"] / r["seconds"] for r in results["console"]),
         "switch_interval": args.switch_interval or sys.getswitchinterval(),
-        "key_acted_ms": {"median": 1000 * statistics.median(acted), "max": 1000 * max(acted), "n": len(acted)}
-        if acted else None,
-        "key_to_trainer_blocked_ms": {"median": 1000 * statistics.median(trainer), "max": 1000 * max(trainer),
-                                      "n": len(trainer)} if trainer else None,
+        "key_acted_ms": _spread(acted),
+        "key_to_trainer_blocked_ms": _spread(trainer),
         "runs": results,
     }
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))

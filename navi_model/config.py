@@ -23,6 +23,10 @@ class TrainConfig:
     passes_per_goal: float = 30.0
     log_every: int = 25  # read the loss back to the host every N steps, not every step
     seed: int = 1337
+    # on CUDA only: fuse each block's kernels with torch.compile (half the step time on an H200; on
+    # a 2-core CPU the compile costs more than it saves), and replay each step as one CUDA graph
+    compile: bool = True
+    cuda_graph: bool = True
 
 
 @dataclass
@@ -42,6 +46,17 @@ class GateThresholds:
     max_da_regression: float = 0.0  # drop of gallery similarity from the pre-DA model to the final one (M-039)
     min_gpu_util: float = 80.0  # mean NVML utilisation after warm-up when training on a GPU (M-015, M-035)
     max_grad_check_error: float = 1e-5  # float64 autograd vs central differences (M-001); ~1e-6 is reachable
+
+
+@dataclass
+class BenchTargets:
+    """What `navi-tui --no-ui bench` holds the trainers to; its exit code is their verdict."""
+    min_reference_ratio: float = 1.0  # navi's trainer tokens/s over the minimal loop's, per phase
+    min_gpu_util: float = 90.0  # mean NVML utilisation while the trainers step, % of the whole GPU
+    min_mfu: float = 0.30  # model FLOPs per second over the GPU's dense bf16 peak, all phases together
+    max_store_cost: float = 0.02  # tokens/s lost to the store writer, as a share of the trainer's
+    max_console_cost: float = 0.02  # tokens/s lost to the console, as a share of the headless trainer's
+    max_green_seconds: float = 300.0  # wall seconds from the start of train until every gate passes
 
 
 @dataclass
@@ -97,6 +112,7 @@ class Profile:
     # exact 0.26 from scratch, 0.88 warm; planner 11/21 -> 21/21 with more data and warm)
     warm_start_encoders: bool = True
     gates: GateThresholds = field(default_factory=GateThresholds)
+    bench: BenchTargets = field(default_factory=BenchTargets)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -137,6 +153,7 @@ def _base() -> Profile:
                             response_len=64),
         talker_train=TalkerTrainConfig(batch_size=128, lr=1e-3, passes_per_goal=150.0, warmup_steps=100,
                                        log_every=50, da_steps=200, da_lr=1e-5, freeze_encoder=True),
+        bench=BenchTargets(max_green_seconds=60.0),
     )
 
 

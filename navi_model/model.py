@@ -36,7 +36,9 @@ class RMSNorm(nn.Module):
         # normalise in at least float32 even under autocast (the mean of squares loses bits in bf16),
         # and never below the input: float64 stays float64, or the grad_check gate measures rounding
         xf = x.to(torch.promote_types(x.dtype, torch.float32))
-        xf = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        # F.rms_norm: one fused kernel on CUDA where the written-out formula took four (measured
+        # 0.33 ms against 0.75 ms forward and backward for 32768 x 512 on an H200); autograd sees it whole
+        xf = F.rms_norm(xf, (xf.shape[-1],), eps=self.eps)
         return xf.type_as(x) * self.weight
 
 
@@ -96,11 +98,34 @@ class Block(nn.Module):
         self.attn = SelfAttention(d_model, n_heads)
         self.mlp_norm = RMSNorm(d_model)
         self.mlp = SwiGLU(d_model)
+        self._compiled = None  # set by compile_blocks: the training forward, fused by torch.compile
 
     def forward(self, x, cos, sin, attn_mask=None, causal=False):
+        # compiled only for training steps: their shapes never change, while evaluation and greedy
+        # decoding see a new length at every token and would recompile each time
+        if self._compiled is not None and self.training and torch.is_grad_enabled():
+            return self._compiled(x, cos, sin, attn_mask, causal)
+        return self._forward(x, cos, sin, attn_mask, causal)
+
+    def _forward(self, x, cos, sin, attn_mask, causal):
         x = x + self.attn(self.attn_norm(x), cos, sin, attn_mask, causal)
         x = x + self.mlp(self.mlp_norm(x))
         return x
+
+
+def compile_blocks(model: nn.Module) -> int:
+    """torch.compile every Block's training forward (regional compilation: the blocks share one
+    code object, so a model compiles once per distinct batch shape, not once per layer).
+
+    Why: an eager step of these narrow models spends most of its GPU time in small elementwise
+    kernels (norms, rotary, SwiGLU, casts: 60% of the policy's step on an H200); fused, the step
+    takes half the time (benchmarks/step_variants.py). Returns the number of blocks compiled.
+    """
+    blocks = [m for m in model.modules() if isinstance(m, Block)]
+    for b in blocks:
+        if b._compiled is None:
+            b._compiled = torch.compile(b._forward, dynamic=False)
+    return len(blocks)
 
 
 class Encoder(nn.Module):

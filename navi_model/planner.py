@@ -33,8 +33,10 @@ from navi_model.control import TrainingControl
 from navi_model.corpus.load import Bench, CorpusError
 from navi_model.events import CheckpointReady, EmitFn, LogLine, MetricsLogged
 from navi_model.model import Block, Encoder, RMSNorm, _init_weights, rotary_tables
+from navi_model.step import LossFn, plain_optimizer_state
 from navi_model.train import (
-    EpochSampler, coverage, flushes_denormals_on_cpu, get_lr, make_optimizer, restore_training_state, training_state,
+    EpochSampler, announce_ready, coverage, flushes_denormals_on_cpu, get_lr, make_optimizer, make_train_step,
+    restore_training_state, training_state,
 )
 from navi_model.vocab import TruncationError, Vocabulary, check_ids, encode_encoder_batch, text_bytes
 
@@ -247,13 +249,28 @@ def planner_payload(model: PlannerModel, opt: torch.optim.Optimizer, vocab: Plan
     """A plain dict: loads with weights_only=True, rebuilds with planner_from_payload."""
     return {
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": opt.state_dict(),
+        "optimizer": plain_optimizer_state(opt),
         "model_args": asdict(model.cfg),
         "vocab_size": model.vocab_size,
         "actions": list(vocab.actions),
         "step": step,
         **extra,
     }
+
+
+def planner_loss(model: PlannerModel, data: PlanData, weights: torch.Tensor, device: torch.device) -> LossFn:
+    """A batch of row indices -> (class-weighted loss, correct targets, real targets)."""
+    use_bf16 = device.type == "cuda"
+
+    def loss_fn(idx: torch.Tensor):
+        targets = data.plan_targets[idx]
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            logits = model(data.goal_ids[idx], data.goal_valid[idx], data.plan_inputs[idx])
+        real = targets != PAD
+        correct = ((logits.detach().argmax(-1) == targets) & real).sum()
+        return plan_loss(logits, targets, weights), correct, real.sum()
+
+    return loss_fn
 
 
 @flushes_denormals_on_cpu
@@ -279,7 +296,6 @@ def train_planner(
     model.to(device).train()
     opt = make_optimizer(model, cfg, device)
     sampler = EpochSampler(data.n, cfg.batch_size, device, cfg.seed)
-    use_bf16 = device.type == "cuda"
     positions = data.goal_ids.shape[1] + data.plan_inputs.shape[1]
 
     weights, class_stats = class_weights(data.plan_targets, vocab)
@@ -288,9 +304,6 @@ def train_planner(
         **class_stats, **{f"weight/{n}": w for n, w in zip(vocab.names, weights.tolist()) if w > 0},
     }))
 
-    loss_sum = torch.zeros((), device=device)
-    correct_sum = torch.zeros((), device=device)
-    token_sum = torch.zeros((), device=device)
     seen = torch.zeros(data.n, device=device)
     ones = torch.ones(cfg.batch_size, device=device)
     window_steps, window_t0, t0 = 0, time.perf_counter(), time.perf_counter()
@@ -305,6 +318,8 @@ def train_planner(
                              f"are not this vocabulary's {vocab.actions}")
         start = restore_training_state(resume, model=model, opt=opt, sampler=sampler, seen=seen)
         emit(LogLine("info", "resume", f"planner: continuing from step {start} of {steps}"))
+    # built after the restore: a graph must see the optimizer state it will update in place
+    train_step = make_train_step(model, opt, planner_loss(model, data, weights, device), cfg, device)
 
     # counted, not taken from the loop variable: the loop may run no step at all
     steps_done = start
@@ -314,46 +329,30 @@ def train_planner(
             break
         last_step = step == steps - 1
         lr = get_lr(step, steps, cfg)
-        for group in opt.param_groups:
-            group["lr"] = lr
-
         idx = sampler.next()
-        targets = data.plan_targets[idx]
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            logits = model(data.goal_ids[idx], data.goal_valid[idx], data.plan_inputs[idx])
-        loss = plan_loss(logits, targets, weights)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        # flush the gradients as soon as we can, no need for this memory anymore
-        opt.zero_grad(set_to_none=True)
+        train_step(lr, idx)
+        announce_ready(train_step, "planner", emit)
         steps_done = step + 1
-
-        real = targets != PAD
-        loss_sum += loss.detach()
-        correct_sum += ((logits.detach().argmax(-1) == targets) & real).sum()
-        token_sum += real.sum()
         seen.index_add_(0, idx, ones[: idx.numel()])
         window_steps += 1
 
         if (step + 1) % cfg.log_every == 0 or last_step:
             # the one host sync of the window
-            mean_loss, acc = torch.stack([loss_sum / window_steps, correct_sum / token_sum.clamp_min(1)]).tolist()
+            loss_sum, correct_sum, token_sum = train_step.take()
             now = time.perf_counter()
             dt = max(now - window_t0, 1e-9)
+            mean_loss = loss_sum / window_steps
             emit(MetricsLogged(step + 1, "planner", {
-                "loss": mean_loss, "tf_acc": acc, "lr": lr,
+                "loss": mean_loss, "tf_acc": correct_sum / max(token_sum, 1.0), "lr": lr,
                 "tokens_per_s": window_steps * cfg.batch_size * positions / dt,
                 "step_ms": 1000.0 * dt / window_steps,
             }))
             last_loss = mean_loss
-            loss_sum.zero_()
-            correct_sum.zero_()
-            token_sum.zero_()
             window_steps, window_t0 = 0, now
 
     if stopped and window_steps:
-        last_loss = (loss_sum / window_steps).item()
+        last_loss = train_step.take()[0] / window_steps
+    train_step.close()
     cov_min, cov_mean = coverage(seen, data.goal_index, data.n_unique)
     emit(MetricsLogged(steps_done, "planner", {"coverage_min": cov_min, "coverage_mean": cov_mean}))
     emit(CheckpointReady(steps_done, "planner", "planner", f"planner_{steps_done:06d}",

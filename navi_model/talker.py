@@ -28,8 +28,10 @@ from navi_model.config import TalkerConfig, TalkerTrainConfig
 from navi_model.control import TrainingControl
 from navi_model.events import CheckpointReady, EmitFn, LogLine, MetricsLogged
 from navi_model.model import Block, Encoder, RMSNorm, _init_weights, rotary_tables
+from navi_model.step import LossFn, plain_optimizer_state
 from navi_model.train import (
-    EpochSampler, coverage, flushes_denormals_on_cpu, get_lr, make_optimizer, restore_training_state, training_state,
+    EpochSampler, announce_ready, coverage, flushes_denormals_on_cpu, get_lr, make_optimizer, make_train_step,
+    restore_training_state, training_state,
 )
 from navi_model.vocab import TALK_BOS, TALK_EOS, TALK_PAD, TALK_VOCAB, decode_talk, encode_decoder_batch, encode_encoder_batch
 
@@ -67,14 +69,24 @@ class TalkerModel(nn.Module):
     def encode_prefix(self, prompt_ids, prompt_valid, mem_ids, mem_valid, mem_present):
         """-> prefix (B, P, C) and prefix_present (B, P); memory slots are right-aligned, newest last."""
         B, K, T = mem_ids.shape
-        k = self.cfg.prefix_k
         # prompts and memories through the encoder in one batch: one pass, one set of batch statistics
-        both = self.concepts(torch.cat([prompt_ids, mem_ids.reshape(B * K, T)]),
-                             torch.cat([prompt_valid, mem_valid.reshape(B * K, T)]))
+        _, pooled = self.encoder(torch.cat([prompt_ids, mem_ids.reshape(B * K, T)]),
+                                 torch.cat([prompt_valid, mem_valid.reshape(B * K, T)]))
+        return self.prefix_from_pooled(pooled[:B], pooled[B:].view(B, K, -1), mem_present)
+
+    def prefix_from_pooled(self, prompt_pooled, mem_pooled, mem_present):
+        """encode_prefix from the encoder's pooled vectors: prompt (B, C), memories (B, K, C).
+
+        A frozen encoder gives every text the same pooled vector at every step, so training
+        computes them once (TalkerEncoderCache) and starts here.
+        """
+        B, K, C = mem_pooled.shape
+        k = self.cfg.prefix_k
+        both = self.to_concept(self.concept_norm(torch.cat([prompt_pooled, mem_pooled.reshape(B * K, C)])))
         concept, mem = both[:B], both[B:].view(B, K, -1)
         prefix = torch.cat([self.projector(mem).view(B, K * k, -1), self.projector(concept).view(B, k, -1)], dim=1)
         present = torch.cat([mem_present.repeat_interleave(k, dim=1),
-                             torch.ones(B, k, dtype=torch.bool, device=prompt_ids.device)], dim=1)
+                             torch.ones(B, k, dtype=torch.bool, device=mem_present.device)], dim=1)
         return prefix, present
 
     def decode(self, prefix: torch.Tensor, present: torch.Tensor, dec_inputs: torch.Tensor) -> torch.Tensor:
@@ -138,10 +150,11 @@ def build_talk_data(dialogues: list[dict], cfg: TalkerConfig, device: torch.devi
     )
 
 
-def sample_memory(data: TalkData, idx: torch.Tensor, K: int, gen: torch.Generator | None = None):
+def memory_rows(data: TalkData, idx: torch.Tensor, K: int, gen: torch.Generator | None = None):
     """Pick 1..available earlier turns at random for each row (none for a first turn), on the device.
 
-    Returns mem_ids (B, K, T), mem_valid (B, K, T), present (B, K); slot K-1 is the newest turn.
+    Returns rows (B, K), the data rows each memory slot reads, and present (B, K); slot K-1 is
+    the newest turn. An absent slot's row is a placeholder, masked out of the decoder.
     """
     avail = data.earlier[idx]
     u = torch.rand(idx.shape[0], device=idx.device, generator=gen)
@@ -149,6 +162,12 @@ def sample_memory(data: TalkData, idx: torch.Tensor, K: int, gen: torch.Generato
     back = torch.arange(K, 0, -1, device=idx.device)  # slot s holds the turn K - s back
     present = back[None, :] <= m[:, None]
     rows = (idx[:, None] - back[None, :]).clamp_min(0)
+    return rows, present
+
+
+def sample_memory(data: TalkData, idx: torch.Tensor, K: int, gen: torch.Generator | None = None):
+    """memory_rows, gathered: mem_ids (B, K, T), mem_valid (B, K, T), present (B, K)."""
+    rows, present = memory_rows(data, idx, K, gen)
     return data.mem_ids[rows], data.mem_valid[rows], present
 
 
@@ -291,7 +310,7 @@ class TalkerTrainResult:
 def checkpoint_payload(model: TalkerModel, opt: torch.optim.Optimizer, step: int, phase: str, extra: dict) -> dict:
     return {
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": opt.state_dict(),
+        "optimizer": plain_optimizer_state(opt),
         "model_args": asdict(model.cfg),
         "step": step,
         "phase": phase,
@@ -305,9 +324,68 @@ def talker_from_payload(payload: dict, device: torch.device) -> TalkerModel:
     return model.to(device).eval()
 
 
-def _batch(data: TalkData, idx: torch.Tensor, K: int, gen: torch.Generator):
-    mem_ids, mem_valid, present = sample_memory(data, idx, K, gen)
-    return (data.prompt_ids[idx], data.prompt_valid[idx], mem_ids, mem_valid, present), present
+@dataclass
+class EncoderCache:
+    """The frozen encoder's pooled vector of every prompt and every memory text of the data.
+
+    A frozen encoder maps a text to the same vector at every step, so the talker's training
+    computes each once instead of pushing (1 + memory_k) x batch texts through it per step: in
+    the base profile that encoder pass was most of an SFT step's arithmetic. Computed in
+    training mode under the loop's autocast, exactly as the step would have.
+    """
+    prompt: torch.Tensor  # (N, C)
+    memory: torch.Tensor  # (N, C)
+
+    @staticmethod
+    @torch.no_grad()
+    def build(model: TalkerModel, data: TalkData, device: torch.device, chunk: int = 512) -> "EncoderCache":
+        use_bf16 = device.type == "cuda"
+        out = []
+        for ids, valid in ((data.prompt_ids, data.prompt_valid), (data.mem_ids, data.mem_valid)):
+            parts = []
+            for i in range(0, ids.shape[0], chunk):
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    parts.append(model.encoder(ids[i:i + chunk], valid[i:i + chunk])[1].float())
+            out.append(torch.cat(parts))
+        return EncoderCache(*out)
+
+
+def talker_step_loss(model: TalkerModel, data: TalkData, cache: EncoderCache | None, device: torch.device,
+                     da_mix: float | None = None) -> LossFn:
+    """(rows, memory rows, memory present, decoder inputs[, DA cut]) -> (loss, rows with memory).
+
+    SFT: the decoder reads the given (PAD-denoised) inputs. DA (da_mix set): from each row's cut
+    on, every input byte is the model's own greedy prediction of it, and the loss mixes that
+    with the SFT loss on the denoised inputs. Randomness stays with the caller, so a captured
+    step replays exactly what an eager one computes.
+    """
+    use_bf16 = device.type == "cuda"
+
+    def forward(idx, mem_rows, present, dec_in):
+        if cache is not None:
+            prefix = model.prefix_from_pooled(cache.prompt[idx], cache.memory[mem_rows], present)
+            return model.decode(*prefix, dec_in)
+        return model(data.prompt_ids[idx], data.prompt_valid[idx], data.mem_ids[mem_rows], data.mem_valid[mem_rows],
+                     present, dec_in)
+
+    def sft(idx, mem_rows, present, noisy):
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            logits = forward(idx, mem_rows, present, noisy)
+        return talk_loss(logits, data.dec_targets[idx]), present.any(dim=1).sum()
+
+    def da(idx, mem_rows, present, noisy, cut):
+        dec_in, dec_tgt = data.dec_inputs[idx], data.dec_targets[idx]
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            with torch.no_grad():
+                own = forward(idx, mem_rows, present, dec_in).argmax(-1)  # the model's own next byte at every position
+            pos = torch.arange(dec_in.shape[1], device=dec_in.device)[None, :]
+            replace = (pos >= cut) & (pos > 0) & (dec_in < 256)
+            mixed = torch.where(replace, torch.cat([dec_in[:, :1], own[:, :-1]], dim=1), dec_in)
+            loss = ((1 - da_mix) * talk_loss(forward(idx, mem_rows, present, noisy), dec_tgt)
+                    + da_mix * talk_loss(forward(idx, mem_rows, present, mixed), dec_tgt))
+        return loss, present.any(dim=1).sum()
+
+    return sft if da_mix is None else da
 
 
 @flushes_denormals_on_cpu
@@ -345,6 +423,8 @@ def train_talker(
         # a DA payload carries DA's fresh optimizer: nothing for SFT to continue with
         start = restore_training_state(resume, model=model, opt=None if from_da else opt, sampler=sampler,
                                        seen=seen, gen=gen)
+    # after the restore, so a resumed run caches the weights it continues with
+    cache = EncoderCache.build(model, data, device) if cfg.freeze_encoder else None
     if from_da:
         sft_steps, stopped, last_loss = int(resume["sft_steps"]), False, math.nan
         da_start = start - sft_steps
@@ -353,7 +433,7 @@ def train_talker(
         emit(LogLine("info", "phase", f"talker sft: {steps} steps over {data.n_unique} unique prompts, batch {cfg.batch_size}"))
         if resume is not None:
             emit(LogLine("info", "resume", f"talker sft: continuing from step {start} of {steps}"))
-        sft_steps, stopped, last_loss = _train_sft(model, data, cfg, opt, sampler, gen, seen, start, steps,
+        sft_steps, stopped, last_loss = _train_sft(model, data, cache, cfg, opt, sampler, gen, seen, start, steps,
                                                    device, emit, gallery, control)
         da_start = 0
 
@@ -385,7 +465,7 @@ def train_talker(
 
     # the pre-DA weights to roll back to; after a resume from a DA payload they are not in memory
     sft_state = None if from_da else {k: v.detach().clone() for k, v in model.state_dict().items()}
-    da_done, da_loss = _train_da(model, data, cfg, device, emit, control, gen, sampler, sft_steps, da_start)
+    da_done, da_loss = _train_da(model, data, cache, cfg, device, emit, control, gen, sampler, sft_steps, da_start)
     result.da_steps, result.final_loss = da_done, da_loss
     rows_after = run_gallery(model, gallery, device)
     post = gallery_summary(rows_after)
@@ -421,14 +501,12 @@ def train_talker(
     return result
 
 
-def _train_sft(model, data, cfg, opt, sampler, gen, seen, start, steps, device, emit, gallery, control
+def _train_sft(model, data, cache, cfg, opt, sampler, gen, seen, start, steps, device, emit, gallery, control
                ) -> tuple[int, bool, float]:
     """SFT steps start..steps-1 -> (steps done in all, stopped by the control object, last logged loss)."""
     K = model.cfg.memory_k
     n_weighted = int(cfg.batch_size * cfg.length_weighted_share)
-    use_bf16 = device.type == "cuda"
-    loss_sum = torch.zeros((), device=device)
-    mem_rows = torch.zeros((), device=device)
+    train_step = make_train_step(model, opt, talker_step_loss(model, data, cache, device), cfg, device)
     window, t_window = 0, time.perf_counter()
     last_loss, stopped = math.nan, False
     # counted, not taken from the loop variable: the loop may run no step at all
@@ -439,24 +517,14 @@ def _train_sft(model, data, cfg, opt, sampler, gen, seen, start, steps, device, 
             stopped = True
             break
         lr = get_lr(step, steps, cfg)
-        for group in opt.param_groups:
-            group["lr"] = lr
         idx = sampler.next()
         if n_weighted:
             idx = torch.cat([idx, torch.multinomial(data.resp_len, n_weighted, replacement=True, generator=gen)])
-        inputs, present = _batch(data, idx, K, gen)
+        mem_rows, present = memory_rows(data, idx, K, gen)
         noisy = pad_denoise(data.dec_inputs[idx], denoise_share(step, steps, cfg.denoise_max), gen)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            logits = model(*inputs, noisy)
-        loss = talk_loss(logits, data.dec_targets[idx])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        train_step(lr, idx, mem_rows, present, noisy)
+        announce_ready(train_step, "sft", emit)
         steps_done = step + 1
-
-        loss_sum += loss.detach()
-        mem_rows += present.any(dim=1).sum()
         seen.index_add_(0, idx, torch.ones_like(idx, dtype=seen.dtype))
         window += 1
         # a person asked for the gallery now (the console's g key): all of it, at this step boundary
@@ -464,19 +532,18 @@ def _train_sft(model, data, cfg, opt, sampler, gen, seen, start, steps, device, 
         if asked or (gallery and cfg.sample_every and (step + 1) % cfg.sample_every == 0 and step < steps - 1):
             _sample(model, gallery, device, step + 1, emit, n=len(gallery) if asked else 3)
         if (step + 1) % cfg.log_every == 0 or step == steps - 1:
-            mean_loss, mem_share = torch.stack([loss_sum / window, mem_rows / (window * idx.numel())]).tolist()
+            loss_sum, mem_rows_sum = train_step.take()
             now = time.perf_counter()
             dt = max(now - t_window, 1e-9)
             tokens = window * idx.numel() * (model.cfg.encoder.seq_len * (K + 1) + model.cfg.response_len)
+            last_loss = loss_sum / window
             emit(MetricsLogged(step + 1, "sft", {
-                "loss": mean_loss, "lr": lr, "memory_share": mem_share,
+                "loss": last_loss, "lr": lr, "memory_share": mem_rows_sum / (window * idx.numel()),
                 "denoise_share": denoise_share(step, steps, cfg.denoise_max),
                 "tokens_per_s": tokens / dt, "step_ms": 1000.0 * dt / window,
             }))
-            last_loss = mean_loss
-            loss_sum.zero_()
-            mem_rows.zero_()
             window, t_window = 0, now
+    train_step.close()
     return steps_done, stopped, last_loss
 
 
@@ -492,7 +559,7 @@ def _sample(model: TalkerModel, gallery: list[dict], device: torch.device, step:
                      {"step": step, "prompt": r["prompt"], "output": r["output"], "reference": r["reference"]}))
 
 
-def _train_da(model, data, cfg, device, emit, control, gen, sampler, start_step, first=0) -> tuple[int, float]:
+def _train_da(model, data, cache, cfg, device, emit, control, gen, sampler, start_step, first=0) -> tuple[int, float]:
     """DA: whole sequences whose decoder input, from a random point on, is the model's own greedy
     prediction of each byte, trained against the true response and mixed with the SFT loss.
 
@@ -500,39 +567,28 @@ def _train_da(model, data, cfg, device, emit, control, gen, sampler, start_step,
     """
     model.train()
     opt = make_optimizer(model, cfg, device)
-    for group in opt.param_groups:
-        group["lr"] = cfg.da_lr
     K = model.cfg.memory_k
-    use_bf16 = device.type == "cuda"
-    loss_sum, window, last = torch.zeros((), device=device), 0, math.nan
+    train_step = make_train_step(model, opt, talker_step_loss(model, data, cache, device, da_mix=cfg.da_mix), cfg,
+                                 device)
+    window, last = 0, math.nan
     emit(LogLine("info", "phase", f"talker da: {cfg.da_steps} steps at lr {cfg.da_lr:g}, mix {cfg.da_mix}"))
     done = first  # counted: after a resume the loop may run no step at all
     for step in range(first, cfg.da_steps):
         if control is not None and control.checkpoint_between_steps():
-            return done, last
+            break
         idx = sampler.next()
-        inputs, _ = _batch(data, idx, K, gen)
-        dec_in, dec_tgt = data.dec_inputs[idx], data.dec_targets[idx]
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            with torch.no_grad():
-                own = model(*inputs, dec_in).argmax(-1)  # the model's own next byte at every position
-            # from a random cut on, each input byte is the model's prediction of it
-            cut = (torch.rand(idx.shape[0], 1, device=device, generator=gen) * dec_in.shape[1]).long()
-            pos = torch.arange(dec_in.shape[1], device=device)[None, :]
-            replace = (pos >= cut) & (pos > 0) & (dec_in < 256)
-            mixed = torch.where(replace, torch.cat([dec_in[:, :1], own[:, :-1]], dim=1), dec_in)
-            noisy = pad_denoise(dec_in, cfg.denoise_max, gen)
-            loss = (1 - cfg.da_mix) * talk_loss(model(*inputs, noisy), dec_tgt) + cfg.da_mix * talk_loss(model(*inputs, mixed), dec_tgt)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        mem_rows, present = memory_rows(data, idx, K, gen)
+        R = data.dec_inputs.shape[1]
+        # the same random draws, in the same order, as before the step was captured: memory, cut, noise
+        cut = (torch.rand(idx.shape[0], 1, device=device, generator=gen) * R).long()
+        noisy = pad_denoise(data.dec_inputs[idx], cfg.denoise_max, gen)
+        train_step(cfg.da_lr, idx, mem_rows, present, noisy, cut)
+        announce_ready(train_step, "da", emit)
         done = step + 1
-        loss_sum += loss.detach()
         window += 1
         if (step + 1) % cfg.log_every == 0 or step == cfg.da_steps - 1:
-            last = (loss_sum / window).item()
+            last = train_step.take()[0] / window
             emit(MetricsLogged(start_step + step + 1, "da", {"loss": last, "lr": cfg.da_lr}))
-            loss_sum.zero_()
             window = 0
+    train_step.close()
     return done, last

@@ -18,7 +18,8 @@ from navi_model.config import TrainConfig
 from navi_model.control import TrainingControl
 from navi_model.data import PolicyData
 from navi_model.events import CheckpointReady, EmitFn, LogLine, MetricsLogged
-from navi_model.model import PolicyModel
+from navi_model.model import PolicyModel, compile_blocks
+from navi_model.step import LossFn, TrainStep, load_optimizer_state, plain_optimizer_state
 
 
 def flushes_denormals_on_cpu(train_fn):
@@ -64,7 +65,29 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devic
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
+    # fused: one kernel for every parameter; capturable: the step may be captured in a CUDA graph
+    # (navi_model.step), reading its step count and learning rate from device memory
+    cuda = device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=cuda, capturable=cuda)
+
+
+def make_train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: LossFn, cfg: TrainConfig,
+                    device: torch.device) -> TrainStep:
+    """The loop's one step, compiled and graph-captured on CUDA as the config asks, eager elsewhere."""
+    compiled = device.type == "cuda" and cfg.compile and compile_blocks(model) > 0
+    return TrainStep(model, opt, loss_fn, grad_clip=cfg.grad_clip, device=device,
+                     graph=None if cfg.cuda_graph else False, compiled=compiled)
+
+
+def announce_ready(step: TrainStep, phase: str, emit: EmitFn) -> None:
+    """Once per loop, when its step runs at full speed: how long compiling and capturing took.
+    The run's GPU monitor starts judging utilisation here, not during a one-off compile."""
+    # an eager step is ready at once: nothing worth a line
+    if step.became_ready and (step.compiled or step.graphed):
+        how = ", ".join(w for w, on in (("compiled", step.compiled), ("graph-captured", step.graphed)) if on) or "eager"
+        emit(LogLine("info", "warm", f"{phase}: step ready ({how}) after {step.ready_after:.1f}s",
+                     {"phase": phase, "seconds": step.ready_after, "compiled": step.compiled,
+                      "graphed": step.graphed}))
 
 
 class EpochSampler:
@@ -119,7 +142,7 @@ def restore_training_state(resume: dict, *, model: torch.nn.Module, opt: torch.o
     optimizer state lands on the parameters' device. opt=None leaves the optimizer fresh."""
     model.load_state_dict(resume["model"])
     if opt is not None:
-        opt.load_state_dict(resume["optimizer"])
+        load_optimizer_state(opt, resume["optimizer"])
     sampler.load_state_dict(resume["sampler"])
     if resume["seen"].shape != seen.shape:
         raise ValueError(f"coverage counts for {resume['seen'].numel()} rows do not fit data of {seen.numel()} rows")
@@ -145,12 +168,26 @@ def checkpoint_payload(model: PolicyModel, opt: torch.optim.Optimizer, step: int
     """A plain dict (model, optimizer, model_args, step, ...): loads with weights_only=True."""
     return {
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": opt.state_dict(),
+        "optimizer": plain_optimizer_state(opt),
         "model_args": asdict(model.cfg),
         "n_intents": model.n_intents,
         "step": step,
         **extra,
     }
+
+
+def policy_loss(model: PolicyModel, data: PolicyData, device: torch.device) -> LossFn:
+    """A batch of row indices -> (cross-entropy, correct answers): the step gathers its own batch."""
+    use_bf16 = device.type == "cuda"
+
+    def loss_fn(idx: torch.Tensor):
+        labels = data.labels[idx]
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            logits = model(data.ids[idx], data.valid[idx])
+        loss = F.cross_entropy(logits.float(), labels)
+        return loss, (logits.detach().argmax(-1) == labels).sum()
+
+    return loss_fn
 
 
 @flushes_denormals_on_cpu
@@ -174,11 +211,8 @@ def train_policy(
     model.to(device).train()
     opt = make_optimizer(model, cfg, device)
     sampler = EpochSampler(data.n, cfg.batch_size, device, cfg.seed)
-    use_bf16 = device.type == "cuda"
     T = data.ids.shape[1]
 
-    loss_sum = torch.zeros((), device=device)
-    correct_sum = torch.zeros((), device=device)
     seen = torch.zeros(data.n, device=device)
     ones = torch.ones(cfg.batch_size, device=device)
     window_steps, window_t0, t0 = 0, time.perf_counter(), time.perf_counter()
@@ -189,6 +223,8 @@ def train_policy(
     if resume is not None:
         start = restore_training_state(resume, model=model, opt=opt, sampler=sampler, seen=seen)
         emit(LogLine("info", "resume", f"policy: continuing from step {start} of {steps}"))
+    # built after the restore: a graph must see the optimizer state it will update in place
+    train_step = make_train_step(model, opt, policy_loss(model, data, device), cfg, device)
 
     # counted, not taken from the loop variable: the loop may run no step at all
     steps_done = start
@@ -198,42 +234,30 @@ def train_policy(
             break
         last_step = step == steps - 1
         lr = get_lr(step, steps, cfg)
-        for group in opt.param_groups:
-            group["lr"] = lr
-
         idx = sampler.next()
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            logits = model(data.ids[idx], data.valid[idx])
-        loss = F.cross_entropy(logits.float(), data.labels[idx])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        # flush the gradients as soon as we can, no need for this memory anymore
-        opt.zero_grad(set_to_none=True)
+        train_step(lr, idx)
+        announce_ready(train_step, "policy", emit)
         steps_done = step + 1
-
-        loss_sum += loss.detach()
-        correct_sum += (logits.detach().argmax(-1) == data.labels[idx]).sum()
         seen.index_add_(0, idx, ones[: idx.numel()])
         window_steps += 1
 
         if (step + 1) % cfg.log_every == 0 or last_step:
             # the one host sync of the window
-            mean_loss, acc = (torch.stack([loss_sum / window_steps, correct_sum / (window_steps * cfg.batch_size)])).tolist()
+            loss_sum, correct_sum = train_step.take()
             now = time.perf_counter()
             dt = max(now - window_t0, 1e-9)
+            mean_loss = loss_sum / window_steps
             emit(MetricsLogged(step + 1, "policy", {
-                "loss": mean_loss, "train_acc": acc, "lr": lr,
+                "loss": mean_loss, "train_acc": correct_sum / (window_steps * cfg.batch_size), "lr": lr,
                 "tokens_per_s": window_steps * cfg.batch_size * T / dt,
                 "step_ms": 1000.0 * dt / window_steps,
             }))
             last_loss = mean_loss
-            loss_sum.zero_()
-            correct_sum.zero_()
             window_steps, window_t0 = 0, now
 
     if stopped and window_steps:
-        last_loss = (loss_sum / window_steps).item()
+        last_loss = train_step.take()[0] / window_steps
+    train_step.close()
     cov_min, cov_mean = coverage(seen, data.goal_index, data.n_unique)
     emit(MetricsLogged(steps_done, "policy", {"coverage_min": cov_min, "coverage_mean": cov_mean}))
     emit(CheckpointReady(steps_done, "policy", "policy", f"policy_{steps_done:06d}",

@@ -21,7 +21,7 @@ from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.widgets import DataTable, Footer, TabbedContent, TabPane
 
-from navi_model.config import get_profile
+from navi_model.config import Profile, get_profile
 from store import Store
 
 from navi_tui.continuation import resume_point
@@ -68,14 +68,17 @@ class NaviApp(App):
         Binding("q", "quit_console", "quit"),
     ]
 
-    def __init__(self, home: Path, *, profile: str = "tiny", device: torch.device | None = None,
+    def __init__(self, home: Path, *, profile: str | Profile = "tiny", device: torch.device | None = None,
                  data: Path | None = None, steps: int | None = None, train_on_start: bool = False,
                  open_run: int | None = None, refresh_hz: float = 4.0, plot_hz: float = 2.0,
                  follow_interval: float = 0.5,
                  system_interval: float = 1.0, system_stats=None, resume=None, mirror=None):
-        """mirror: a started navi_tui.mirror.Mirror whose state the header shows; None shows "off"."""
+        """profile: a profile's name, or a Profile itself (the bench trains a short-run variant).
+        mirror: a started navi_tui.mirror.Mirror whose state the header shows; None shows "off"."""
         super().__init__()
-        self.home, self.profile_name = home, profile
+        self.home = home
+        self.profile_name = profile if isinstance(profile, str) else profile.name
+        self._profile = None if isinstance(profile, str) else profile
         self.device = device or torch.device("cpu")
         self.data, self.steps, self.train_on_start = data, steps, train_on_start
         self.refresh_hz, self.follow_interval, self.system_interval = refresh_hz, follow_interval, system_interval
@@ -302,7 +305,7 @@ class NaviApp(App):
         data = (resume.data if resume and resume.data else None) or self.data or corpus_dir()
         try:
             corpus = load_corpus(data)
-            profile = get_profile(profile_name)
+            profile = self._profile if self._profile and profile_name == self._profile.name else get_profile(profile_name)
         except (CorpusError, KeyError, ValueError) as e:
             self.notice(f"cannot train: {e}", error=True)
             return

@@ -69,6 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", help="list the runs in the store")
     runs.add_argument("--json", action="store_true", help="print one JSON document")
 
+    bench = sub.add_parser("bench", help="measure training speed against the minimal loop and the hardware's peak")
+    bench.add_argument("--steps", type=int, default=None,
+                       help="steps of each short run (reference, store and console costs; default: 300 on a GPU, "
+                            "100 on the CPU)")
+    bench.add_argument("--reps", type=int, default=2, help="alternating repetitions of each cost comparison (default: 2)")
+    bench.add_argument("--parts", default="green,reference,store,console",
+                       help="what to measure, comma-separated (default: all): green = a whole train run (time to "
+                            "green, navi's tokens/s, MFU, GPU utilisation); reference = the minimal loop; store = "
+                            "the store writer's cost; console = the console's cost (two processes per rep)")
+    bench.add_argument("--json", action="store_true", help="print one JSON document (progress goes to stderr)")
+
     mirror = sub.add_parser("mirror", help="deliver the Discord messages waiting in the store's outbox, then exit")
     mirror.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
                         help="give up after this long; what is left stays queued (default: 60)")
@@ -251,6 +262,37 @@ def cmd_runs(args) -> int:
     return EXIT_OK
 
 
+def cmd_bench(args) -> int:
+    """The performance benchmark; exit 1 when a bench target of the profile is missed."""
+    import json
+
+    from navi_model.assets import corpus_dir
+    from navi_model.config import get_profile
+    from navi_model.corpus.load import load_corpus
+    from navi_tui.bench import PARTS, print_bench, run_bench
+
+    device = resolve_device(args.device, training=True)
+    steps = args.steps if args.steps is not None else (300 if device.type == "cuda" else 100)
+    if steps < 4:
+        # the short runs time the log windows after each trainer's first: four at the least
+        raise UsageError(f"--steps must be at least 4, got {steps}")
+    if args.reps < 1:
+        raise UsageError(f"--reps must be at least 1, got {args.reps}")
+    parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown or not parts:
+        raise UsageError(f"--parts {args.parts!r}: unknown part {unknown[0] if unknown else '(none given)'!r} "
+                         f"(known: {', '.join(PARTS)})")
+    profile = get_profile(args.profile)
+    out = sys.stderr if args.json else sys.stdout
+    summary = run_bench(load_corpus(corpus_dir()), profile, device, steps=steps, reps=args.reps, parts=parts, out=out)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print_bench(summary, out)
+    return EXIT_OK if all(t["passed"] for t in summary["targets"]) else EXIT_GATE_FAILED
+
+
 def cmd_mirror(args) -> int:
     """Deliver the outbox (after an outage, with no console open); exit 1 when some is left."""
     from navi_tui.home import open_store
@@ -343,7 +385,7 @@ def run_console(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "runs": cmd_runs, "check": cmd_check, "diagnose": cmd_diagnose,
-            "rollback": cmd_rollback, "mirror": cmd_mirror}
+            "rollback": cmd_rollback, "mirror": cmd_mirror, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

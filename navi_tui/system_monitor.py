@@ -50,11 +50,15 @@ class SystemMonitor:
 
     def __init__(self, sample: Callable[[], float], *, interval: float = 0.5, warmup: int = 20, window: int = 60,
                  stop_below: float = 50.0, control: TrainingControl | None = None,
-                 on_stop: Callable[[str], None] | None = None):
+                 on_stop: Callable[[str], None] | None = None, settle: int = 2):
         # the stop window is long (30 s): a talker's gallery decode inside its phase idles the gpu
         # for seconds (a 10 s window stopped a healthy H100 run at 50%); M-015 lasted hours
         self.sample, self.interval, self.warmup, self.window = sample, interval, warmup, window
         self.stop_below, self.control, self.on_stop = stop_below, control, on_stop
+        # once a loop says its step is compiled and captured, a phase's warm-up shrinks to this
+        # many samples: the compile is a one-off cost of the host, not the ping-pong M-015 is about
+        self.settle = settle
+        self._phase_warmup = warmup
         self.samples: list[float] = []  # every sample, training or not
         self.judged: list[float] = []  # samples taken while training, after each phase's warm-up
         self.stop_reason: str | None = None
@@ -70,7 +74,14 @@ class SystemMonitor:
 
     def training(self) -> None:
         with self._lock:
-            self._active, self._phase = True, []
+            self._active, self._phase, self._phase_warmup = True, [], self.warmup
+
+    def warmed(self) -> None:
+        """The loop's step runs at full speed from now on (navi_model.train.announce_ready):
+        judge after `settle` samples instead of the whole warm-up."""
+        with self._lock:
+            if self._active:
+                self._phase, self._phase_warmup = [], self.settle
 
     def idle(self) -> None:
         with self._lock:
@@ -90,12 +101,12 @@ class SystemMonitor:
                 if not self._active:
                     continue
                 self._phase.append(value)
-                if len(self._phase) <= self.warmup:
+                if len(self._phase) <= self._phase_warmup:
                     continue
                 self.judged.append(value)
                 window = self._phase[-self.window:]
                 # judge a whole window of the phase, never a single sample, and only once warm
-                if len(self._phase) >= self.warmup + self.window and self.stop_reason is None:
+                if len(self._phase) >= self._phase_warmup + self.window and self.stop_reason is None:
                     mean = sum(window) / len(window)
                     if mean < self.stop_below:
                         self.stop_reason = (f"GPU utilisation averaged {mean:.0f}% over the last {len(window)} "

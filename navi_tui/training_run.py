@@ -26,7 +26,7 @@ from navi_model.control import TrainingControl
 from navi_model.corpus.load import Corpus
 from navi_model.brain import planned_steps, preflight, to_device
 from navi_model.evaluate import run_intent_bench
-from navi_model.events import EmitFn, Event
+from navi_model.events import EmitFn, Event, LogLine
 from navi_model.gates import GateVerdict, all_passed
 from navi_model.model import PolicyModel, count_params
 from navi_model.planner import PlannerModel, run_plan_bench, teacher_forced_accuracy, train_planner
@@ -166,6 +166,8 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
           f"{plan['planner']}, talker {plan['talker']}", file=out, flush=True)
     recorder = RunRecorder(store, writer, run_id)
     emit = fanout(recorder, progress) if progress else recorder
+    if monitor:
+        emit = fanout(emit, warm_watch(monitor))
     gates_by_model: dict[str | None, list[GateVerdict]] = {None: list(preflight)}
     stored: set[str | None] = set()
 
@@ -297,6 +299,14 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
                              tr.rolled_back, th.max_da_regression),
     ]
     return finish("stopped" if tr.stopped or stopped() else "completed")
+
+
+def warm_watch(monitor: SystemMonitor) -> EmitFn:
+    """A loop's "warm" line (its step compiled and captured) tells the monitor to judge from there."""
+    def sink(event: Event) -> None:
+        if isinstance(event, LogLine) and event.kind == "warm":
+            monitor.warmed()
+    return sink
 
 
 @contextmanager

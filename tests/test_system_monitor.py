@@ -46,3 +46,31 @@ def test_the_gaps_between_training_phases_are_not_judged():
 def test_no_gpu_here():
     assert gpu_name() is None  # no NVIDIA driver on this machine
     assert isinstance(host_warnings(), list)
+
+
+def test_a_compile_before_the_step_is_warm_is_not_judged():
+    # the first steps of a compiled, captured loop keep the GPU idle for seconds; the loop says
+    # when its step is warm, and judging starts a couple of samples later
+    value = [0.0]
+    monitor = SystemMonitor(lambda: value[0], interval=0.005, warmup=10_000, window=4, settle=2).start()
+    monitor.training()
+    time.sleep(0.1)
+    assert monitor.judged == []
+    value[0] = 95.0
+    monitor.warmed()
+    time.sleep(0.2)
+    judged = monitor.close()
+    assert judged and set(judged) == {95.0}
+
+
+def test_an_idle_gpu_after_the_warm_step_still_stops_the_run():
+    value = [0.0]
+    control, reasons = TrainingControl(), []
+    monitor = SystemMonitor(lambda: value[0], interval=0.005, warmup=10_000, window=4, settle=2, control=control,
+                            on_stop=reasons.append).start()
+    monitor.training()
+    value[0] = 6.0
+    monitor.warmed()
+    time.sleep(0.3)
+    monitor.close()
+    assert control.stopped and reasons[0].startswith("GPU utilisation averaged 6%")

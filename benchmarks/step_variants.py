@@ -1,0 +1,278 @@
+"""Where a training step's time goes, per model: eager, CUDA-graphed, block-compiled, both.
+
+    python benchmarks/step_variants.py --profile base --device cuda --steps 60 --out /tmp/variants.json
+    python benchmarks/step_variants.py --profile tiny --device cpu --steps 10 --models policy
+
+For each model of the profile, on its real batch shapes, it times:
+- ref: the nanoGPT-style minimum on one fixed batch (forward, loss, backward, AdamW step);
+- eager: navi's TrainStep run eagerly (clip, window statistics);
+- graph: the same step captured as a CUDA graph and replayed;
+- compiled / compiled+graph: the same with every transformer Block under torch.compile
+  (regional compilation: one compiled block serves every layer), with the compile time.
+"host" is the time the host needs to enqueue one step (no sync): when it is near the device
+time, the step is launch-bound. A torch.profiler table of the eager policy step's kernels and
+an RMSNorm micro-benchmark go to --out as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from navi_model.assets import corpus_dir  # noqa: E402
+from navi_model.brain import build_brain_data, to_device  # noqa: E402
+from navi_model.config import get_profile  # noqa: E402
+from navi_model.corpus.load import load_corpus  # noqa: E402
+from navi_model.model import Block, PolicyModel  # noqa: E402
+from navi_model.planner import PlannerModel, class_weights, plan_loss  # noqa: E402
+from navi_model.step import TrainStep  # noqa: E402
+from navi_model.talker import TalkerModel, pad_denoise, sample_memory, talk_loss  # noqa: E402
+from navi_model.train import make_optimizer  # noqa: E402
+
+
+def setups(profile, data, device, models):
+    """name -> (make_model, loss_fn(model) -> fn(*batch), batch_fn(step) -> batch tuple, tokens per step)."""
+    out = {}
+    g = torch.Generator(device=device).manual_seed(0)
+    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    if "policy" in models:
+        d, B = data.policy, profile.policy_train.batch_size
+
+        def policy_loss(model):
+            def fn(ids, valid, labels):
+                with torch.autocast(**autocast):
+                    logits = model(ids, valid)
+                loss = F.cross_entropy(logits.float(), labels)
+                return loss, (logits.detach().argmax(-1) == labels).sum()
+            return fn
+
+        def policy_batch(_, d=d, B=B):
+            idx = torch.randint(0, d.n, (B,), device=device, generator=g)
+            return d.ids[idx], d.valid[idx], d.labels[idx]
+        n_intents = len(d.intents)
+        out["policy"] = (lambda: PolicyModel(profile.policy, n_intents), policy_loss, policy_batch,
+                         B * d.ids.shape[1])
+    if "planner" in models:
+        d, B = data.plan, profile.planner_train.batch_size
+        weights, _ = class_weights(d.plan_targets, data.vocab)
+        weights = weights.to(device)
+
+        def planner_loss(model):
+            def fn(goal_ids, goal_valid, plan_in, plan_tgt):
+                with torch.autocast(**autocast):
+                    logits = model(goal_ids, goal_valid, plan_in)
+                return (plan_loss(logits, plan_tgt, weights),)
+            return fn
+
+        def planner_batch(_, d=d, B=B):
+            idx = torch.randint(0, d.n, (B,), device=device, generator=g)
+            return d.goal_ids[idx], d.goal_valid[idx], d.plan_inputs[idx], d.plan_targets[idx]
+        out["planner"] = (lambda: PlannerModel(profile.planner, data.vocab.size), planner_loss, planner_batch,
+                          B * (d.goal_ids.shape[1] + d.plan_inputs.shape[1]))
+    if "talker" in models:
+        d, B, K = data.talk, profile.talker_train.batch_size, profile.talker.memory_k
+
+        def make_talker():
+            m = TalkerModel(profile.talker)
+            if profile.talker_train.freeze_encoder:
+                m.encoder.requires_grad_(False)
+            return m
+
+        def talker_loss(model):
+            def fn(p_ids, p_valid, m_ids, m_valid, present, noisy, targets):
+                with torch.autocast(**autocast):
+                    logits = model(p_ids, p_valid, m_ids, m_valid, present, noisy)
+                return (talk_loss(logits, targets),)
+            return fn
+
+        def talker_batch(_, d=d, B=B, K=K):
+            idx = torch.randint(0, d.n, (B,), device=device, generator=g)
+            m_ids, m_valid, present = sample_memory(d, idx, K, g)
+            noisy = pad_denoise(d.dec_inputs[idx], 0.1, g)
+            return d.prompt_ids[idx], d.prompt_valid[idx], m_ids, m_valid, present, noisy, d.dec_targets[idx]
+        T, R = profile.talker.encoder.seq_len, profile.talker.response_len
+        out["talker"] = (make_talker, talker_loss, talker_batch, B * (T * (K + 1) + R))
+    return out
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_steps(step_fn, batches, device, steps, warm):
+    for i in range(warm):
+        step_fn(batches[i % len(batches)])
+    sync(device)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        step_fn(batches[i % len(batches)])
+    host = time.perf_counter() - t0
+    sync(device)
+    total = time.perf_counter() - t0
+    return 1000 * total / steps, 1000 * host / steps
+
+
+def compile_blocks(model):
+    for m in model.modules():
+        if isinstance(m, Block):
+            m.compile()
+
+
+def run_variant(name, kind, setup, profile, device, steps):
+    make_model, loss_of, batch_fn, tokens = setup
+    torch.manual_seed(0)
+    model = make_model().to(device).train()
+    cfg = {"policy": profile.policy_train, "planner": profile.planner_train, "talker": profile.talker_train}[name]
+    opt = make_optimizer(model, cfg, device)
+    batches = [batch_fn(i) for i in range(8)]
+    compile_s = None
+    if "compiled" in kind:
+        compile_blocks(model)
+    if kind == "ref":
+        fixed = batches[0]
+        loss_fn = loss_of(model)
+        params = [p for p in model.parameters() if p.requires_grad]
+        ref_opt = torch.optim.AdamW(params, lr=cfg.lr, fused=device.type == "cuda")
+
+        def fn(_):
+            loss = loss_fn(*fixed)[0]
+            loss.backward()
+            ref_opt.step()
+            ref_opt.zero_grad(set_to_none=True)
+    else:
+        step = TrainStep(model, opt, loss_of(model), grad_clip=cfg.grad_clip, device=device,
+                         graph=None if "graph" in kind else False)
+
+        def fn(batch):
+            step(1e-4, *batch)
+    t0 = time.perf_counter()
+    fn(batches[0])
+    sync(device)
+    first_s = time.perf_counter() - t0
+    if "compiled" in kind:
+        compile_s = first_s
+    ms, host_ms = time_steps(fn, batches, device, steps, warm=5)
+    return {"model": name, "kind": kind, "step_ms": ms, "host_ms": host_ms, "tokens_per_s": tokens / ms * 1000,
+            "first_step_s": first_s, "compile_s": compile_s}
+
+
+def graph_matches_eager(name, setup, profile, device, steps=8):
+    """Same init, same batches: the graphed step must train exactly as the eager one."""
+    make_model, loss_of, batch_fn, _ = setup
+    cfg = {"policy": profile.policy_train, "planner": profile.planner_train, "talker": profile.talker_train}[name]
+    batches = [batch_fn(i) for i in range(steps)]
+    finals, losses = [], []
+    for graph in (False, None):
+        torch.manual_seed(0)
+        model = make_model().to(device).train()
+        opt = make_optimizer(model, cfg, device)
+        step = TrainStep(model, opt, loss_of(model), grad_clip=cfg.grad_clip, device=device, graph=graph)
+        for i, b in enumerate(batches):
+            step(cfg.lr * (i + 1) / steps, *b)
+        losses.append(step.take()[0])
+        finals.append(torch.cat([p.detach().float().flatten() for p in model.parameters()]))
+    diff = ((finals[0] - finals[1]).norm() / finals[0].norm()).item()
+    return {"model": name, "param_rel_diff": diff, "loss_sum_eager": losses[0], "loss_sum_graph": losses[1]}
+
+
+def profile_policy(setup, profile, device, path):
+    make_model, loss_of, batch_fn, _ = setup
+    model = make_model().to(device).train()
+    opt = make_optimizer(model, profile.policy_train, device)
+    step = TrainStep(model, opt, loss_of(model), grad_clip=1.0, device=device, graph=False)
+    batch = batch_fn(0)
+    for _ in range(5):
+        step(1e-4, *batch)
+    sync(device)
+    acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch.profiler.profile(activities=acts) as prof:
+        for _ in range(10):
+            step(1e-4, *batch)
+        sync(device)
+    key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    table = prof.key_averages().table(sort_by=key, row_limit=40)
+    Path(path).write_text(table)
+    return table
+
+
+def rmsnorm_micro(device, n=32768, c=512):
+    from navi_model.model import RMSNorm
+    x = torch.randn(n, c, device=device, requires_grad=True)
+    norm = RMSNorm(c).to(device)
+    res = {}
+    for name, f in {"manual": lambda: norm(x), "F.rms_norm": lambda: F.rms_norm(x, (c,), norm.weight, norm.eps)}.items():
+        def one():
+            y = f()
+            y.sum().backward()
+        ms, _ = time_steps(lambda _: one(), [None], device, 50, 5)
+        res[name] = ms
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="base")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--models", default="policy,planner,talker")
+    ap.add_argument("--kinds", default="ref,eager,graph,compiled,compiled+graph")
+    ap.add_argument("--out", type=Path, default=Path("variants.json"))
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    profile = get_profile(args.profile)
+    models = args.models.split(",")
+    data = build_brain_data(load_corpus(corpus_dir()), profile)
+    data.policy, data.plan, data.talk = (to_device(data.policy, device), to_device(data.plan, device),
+                                         to_device(data.talk, device))
+    all_setups = setups(profile, data, device, models)
+    rows = []
+    for name in models:
+        for kind in args.kinds.split(","):
+            if "graph" in kind and device.type != "cuda":
+                continue
+            try:
+                r = run_variant(name, kind, all_setups[name], profile, device, args.steps)
+            except Exception as e:  # one failing variant must not hide the others
+                r = {"model": name, "kind": kind, "error": f"{type(e).__name__}: {e}"[:400]}
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+            torch._dynamo.reset()
+    extra = {"graph_vs_eager": []}
+    if device.type == "cuda":
+        for name in models:
+            extra["graph_vs_eager"].append(graph_matches_eager(name, all_setups[name], profile, device))
+            print(json.dumps(extra["graph_vs_eager"][-1]), flush=True)
+    if "policy" in models:
+        profile_policy(all_setups["policy"], profile, device, args.out.with_suffix(".profile.txt"))
+    extra["rmsnorm_ms"] = rmsnorm_micro(device)
+    args.out.write_text(json.dumps({"rows": rows, **extra,
+                                    "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                                    "torch": torch.__version__}, indent=2))
+    print(f"{'model':<8} {'kind':<16} {'step ms':>8} {'host ms':>8} {'tok/s':>10} {'compile s':>9}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['model']:<8} {r['kind']:<16} ERROR {r['error'][:120]}")
+            continue
+        print(f"{r['model']:<8} {r['kind']:<16} {r['step_ms']:8.2f} {r['host_ms']:8.2f} {r['tokens_per_s']:10.0f} "
+              f"{(r['compile_s'] or 0):9.1f}")
+    print("rmsnorm", extra["rmsnorm_ms"])
+    for r in extra["graph_vs_eager"]:
+        print("graph vs eager", r)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
