@@ -38,7 +38,9 @@ from navi_model.corpus.load import load_corpus  # noqa: E402
 from navi_model.model import Block, PolicyModel  # noqa: E402
 from navi_model.planner import PlannerModel, class_weights, plan_loss  # noqa: E402
 from navi_model.step import TrainStep  # noqa: E402
-from navi_model.talker import TalkerModel, pad_denoise, sample_memory, talk_loss  # noqa: E402
+from navi_model.talker import (  # noqa: E402
+    EncoderCache, TalkerModel, memory_rows, pad_denoise, sample_memory, talk_loss, talker_step_loss,
+)
 from navi_model.train import make_optimizer  # noqa: E402
 
 
@@ -81,7 +83,7 @@ def setups(profile, data, device, models):
             return d.goal_ids[idx], d.goal_valid[idx], d.plan_inputs[idx], d.plan_targets[idx]
         out["planner"] = (lambda: PlannerModel(profile.planner, data.vocab.size), planner_loss, planner_batch,
                           B * (d.goal_ids.shape[1] + d.plan_inputs.shape[1]))
-    if "talker" in models:
+    if "talker" in models or "talker_cached" in models:
         d, B, K = data.talk, profile.talker_train.batch_size, profile.talker.memory_k
 
         def make_talker():
@@ -104,6 +106,18 @@ def setups(profile, data, device, models):
             return d.prompt_ids[idx], d.prompt_valid[idx], m_ids, m_valid, present, noisy, d.dec_targets[idx]
         T, R = profile.talker.encoder.seq_len, profile.talker.response_len
         out["talker"] = (make_talker, talker_loss, talker_batch, B * (T * (K + 1) + R))
+
+        def cached_loss(model):
+            # navi's own SFT step: the frozen encoder's pooled vectors computed once (EncoderCache)
+            cache = EncoderCache.build(model, d, device)
+            fn = talker_step_loss(model, d, cache, device)
+            return lambda idx, rows, present, noisy: fn(idx, rows, present, noisy)[:1]
+
+        def cached_batch(_, d=d, B=B, K=K):
+            idx = torch.randint(0, d.n, (B,), device=device, generator=g)
+            rows, present = memory_rows(d, idx, K, g)
+            return idx, rows, present, pad_denoise(d.dec_inputs[idx], 0.1, g)
+        out["talker_cached"] = (make_talker, cached_loss, cached_batch, B * (T * (K + 1) + R))
     return out
 
 
@@ -135,7 +149,8 @@ def run_variant(name, kind, setup, profile, device, steps):
     make_model, loss_of, batch_fn, tokens = setup
     torch.manual_seed(0)
     model = make_model().to(device).train()
-    cfg = {"policy": profile.policy_train, "planner": profile.planner_train, "talker": profile.talker_train}[name]
+    cfg = {"policy": profile.policy_train, "planner": profile.planner_train, "talker": profile.talker_train,
+           "talker_cached": profile.talker_train}[name]
     opt = make_optimizer(model, cfg, device)
     batches = [batch_fn(i) for i in range(8)]
     compile_s = None
@@ -208,6 +223,36 @@ def profile_policy(setup, profile, device, path):
     return table
 
 
+def matmul_micro(device, rows=32768, d=512, widths=(1368, 1408, 1536)):
+    """bf16 forward of (rows, d) x (d, n): does a SwiGLU width that is not a multiple of 128 cost?"""
+    res = {}
+    x = torch.randn(rows, d, device=device, dtype=torch.bfloat16)
+    for n in widths:
+        w = torch.randn(d, n, device=device, dtype=torch.bfloat16)
+        ms, _ = time_steps(lambda _: x @ w, [None], device, 50, 5)
+        res[n] = {"ms": ms, "tflops": 2 * rows * d * n / ms / 1e9}
+    return res
+
+
+def profile_compiled_policy(setup, profile, device, path):
+    """Kernel table of the compiled policy step (eager launches of compiled blocks: a graph's
+    replay hides its kernels from the profiler)."""
+    make_model, loss_of, batch_fn, _ = setup
+    model = make_model().to(device).train()
+    compile_blocks(model)
+    opt = make_optimizer(model, profile.policy_train, device)
+    step = TrainStep(model, opt, loss_of(model), grad_clip=1.0, device=device, graph=False)
+    batch = batch_fn(0)
+    for _ in range(5):
+        step(1e-4, *batch)
+    sync(device)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(10):
+            step(1e-4, *batch)
+        sync(device)
+    Path(path).write_text(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30))
+
+
 def rmsnorm_micro(device, n=32768, c=512):
     from navi_model.model import RMSNorm
     x = torch.randn(n, c, device=device, requires_grad=True)
@@ -230,6 +275,7 @@ def main() -> int:
     ap.add_argument("--models", default="policy,planner,talker")
     ap.add_argument("--kinds", default="ref,eager,graph,compiled,compiled+graph")
     ap.add_argument("--out", type=Path, default=Path("variants.json"))
+    ap.add_argument("--check", action="store_true", help="also check that the graphed step trains as the eager one")
     args = ap.parse_args()
     device = torch.device(args.device)
     profile = get_profile(args.profile)
@@ -251,13 +297,18 @@ def main() -> int:
             print(json.dumps(r), flush=True)
             torch._dynamo.reset()
     extra = {"graph_vs_eager": []}
-    if device.type == "cuda":
+    if device.type == "cuda" and args.check:
         for name in models:
             extra["graph_vs_eager"].append(graph_matches_eager(name, all_setups[name], profile, device))
             print(json.dumps(extra["graph_vs_eager"][-1]), flush=True)
-    if "policy" in models:
+    if "policy" in models and device.type == "cuda":
         profile_policy(all_setups["policy"], profile, device, args.out.with_suffix(".profile.txt"))
     extra["rmsnorm_ms"] = rmsnorm_micro(device)
+    if device.type == "cuda":
+        extra["matmul"] = matmul_micro(device)
+        print("matmul", extra["matmul"], flush=True)
+        if "policy" in models:
+            profile_compiled_policy(all_setups["policy"], profile, device, args.out.with_suffix(".compiled.txt"))
     args.out.write_text(json.dumps({"rows": rows, **extra,
                                     "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                                     "torch": torch.__version__}, indent=2))

@@ -123,8 +123,10 @@ def da_regression_gate(pre: dict | None, final: dict | None, rolled_back: bool, 
                 f"{final['gallery_similarity']:.3f}")
 
 
-def gpu_util_gate(samples: list[float] | None, min_mean: float, warmup: int) -> GateVerdict:
+def gpu_util_gate(samples: list[float] | None, min_mean: float, warmup: int,
+                  where: str = "after warm-up") -> GateVerdict:
     """Mean GPU utilisation (NVML, % of the whole GPU) after the warm-up samples (M-015, M-035).
+    where: which samples these are, for the summary.
 
     samples is None when the run did not train on a GPU: then there is nothing to hold to the
     80% rule, and the row says so instead of failing a CPU run.
@@ -133,10 +135,10 @@ def gpu_util_gate(samples: list[float] | None, min_mean: float, warmup: int) -> 
         return GateVerdict("gpu_util", None, min_mean, ">=", True, "n/a: not training on a GPU")
     after = samples[warmup:]
     if not after:
-        return gate("gpu_util", None, min_mean, ">=", f"no samples after the {warmup}-sample warm-up")
+        return gate("gpu_util", None, min_mean, ">=", f"no samples {where}")
     value = sum(after) / len(after)
     return gate("gpu_util", value, min_mean, ">=",
-                f"mean {value:.1f}% over {len(after)} samples after warm-up, lowest {min(after):.0f}%")
+                f"mean {value:.1f}% over {len(after)} samples {where}, lowest {min(after):.0f}%")
 
 
 # continuous metrics whose exact repetition across different configs means the data never

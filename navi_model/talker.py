@@ -570,7 +570,8 @@ def _train_da(model, data, cache, cfg, device, emit, control, gen, sampler, star
     K = model.cfg.memory_k
     train_step = make_train_step(model, opt, talker_step_loss(model, data, cache, device, da_mix=cfg.da_mix), cfg,
                                  device)
-    window, last = 0, math.nan
+    window, last, t_window = 0, math.nan, time.perf_counter()
+    tokens_per_row = model.cfg.encoder.seq_len * (K + 1) + model.cfg.response_len  # as SFT counts them
     emit(LogLine("info", "phase", f"talker da: {cfg.da_steps} steps at lr {cfg.da_lr:g}, mix {cfg.da_mix}"))
     done = first  # counted: after a resume the loop may run no step at all
     for step in range(first, cfg.da_steps):
@@ -588,7 +589,11 @@ def _train_da(model, data, cache, cfg, device, emit, control, gen, sampler, star
         window += 1
         if (step + 1) % cfg.log_every == 0 or step == cfg.da_steps - 1:
             last = train_step.take()[0] / window
-            emit(MetricsLogged(start_step + step + 1, "da", {"loss": last, "lr": cfg.da_lr}))
-            window = 0
+            now = time.perf_counter()
+            dt = max(now - t_window, 1e-9)
+            emit(MetricsLogged(start_step + step + 1, "da", {
+                "loss": last, "lr": cfg.da_lr, "tokens_per_s": window * idx.numel() * tokens_per_row / dt,
+                "step_ms": 1000.0 * dt / window}))
+            window, t_window = 0, now
     train_step.close()
     return done, last

@@ -138,6 +138,9 @@ def time_to_green(corpus: Corpus, profile: Profile, device: torch.device, home: 
     with Store(home) as store:
         phases = phase_windows(store, outcome.run_id)
         run = store.get_run(outcome.run_id)
+        # where the seconds went: the run's log, as offsets from its start
+        timeline = [[round(e["time"] - run["created"], 2), e["kind"], e["message"][:160]]
+                    for e in store.events(outcome.run_id)]
     for p in phases.values():
         p["gpu_util"] = util.mean(p["t0"], p["t1"])
     failed = [g.name for g in outcome.gates if not g.passed]
@@ -146,7 +149,9 @@ def time_to_green(corpus: Corpus, profile: Profile, device: torch.device, home: 
           + (f", failed: {', '.join(failed)}" if failed else ""), file=out, flush=True)
     return {"seconds": seconds, "ok": outcome.ok, "run_id": outcome.run_id, "status": run["status"],
             "gates_passed": sum(g.passed for g in outcome.gates), "gates": len(outcome.gates), "failed": failed,
-            "steps": outcome.steps, "phases": phases}
+            "failed_detail": [{"name": g.name, "value": g.value, "summary": g.summary}
+                              for g in outcome.gates if not g.passed],
+            "steps": outcome.steps, "phases": phases, "timeline": timeline}
 
 
 def reference(corpus: Corpus, profile: Profile, device: torch.device, steps: int, util: UtilisationLog,

@@ -8,6 +8,7 @@ run through its control object (M-015: hours at 5-7% went unnoticed once).
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable
 
 from navi_model.control import TrainingControl
@@ -60,6 +61,7 @@ class SystemMonitor:
         self.settle = settle
         self._phase_warmup = warmup
         self.samples: list[float] = []  # every sample, training or not
+        self.stamped: list[tuple[float, float]] = []  # (wall time, value) of every sample
         self.judged: list[float] = []  # samples taken while training, after each phase's warm-up
         self.stop_reason: str | None = None
         self._lock = threading.Lock()
@@ -93,11 +95,18 @@ class SystemMonitor:
         self._thread.join(timeout=5)
         return list(self.judged)
 
+    def during(self, intervals: list[tuple[float, float]]) -> list[float]:
+        """The samples taken inside any of these (start, end) wall-time intervals."""
+        with self._lock:
+            stamped = list(self.stamped)
+        return [v for t, v in stamped if any(a <= t <= b for a, b in intervals)]
+
     def _run(self) -> None:
         while not self._done.wait(self.interval):
             value = self.sample()
             with self._lock:
                 self.samples.append(value)
+                self.stamped.append((time.time(), value))
                 if not self._active:
                     continue
                 self._phase.append(value)

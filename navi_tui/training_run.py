@@ -26,7 +26,7 @@ from navi_model.control import TrainingControl
 from navi_model.corpus.load import Corpus
 from navi_model.brain import planned_steps, preflight, to_device
 from navi_model.evaluate import run_intent_bench
-from navi_model.events import EmitFn, Event, LogLine
+from navi_model.events import EmitFn, Event, LogLine, MetricsLogged
 from navi_model.gates import GateVerdict, all_passed
 from navi_model.model import PolicyModel, count_params
 from navi_model.planner import PlannerModel, run_plan_bench, teacher_forced_accuracy, train_planner
@@ -166,8 +166,9 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
           f"{plan['planner']}, talker {plan['talker']}", file=out, flush=True)
     recorder = RunRecorder(store, writer, run_id)
     emit = fanout(recorder, progress) if progress else recorder
+    stepping = SteppingWindows()
     if monitor:
-        emit = fanout(emit, warm_watch(monitor))
+        emit = fanout(emit, warm_watch(monitor), stepping)
     gates_by_model: dict[str | None, list[GateVerdict]] = {None: list(preflight)}
     stored: set[str | None] = set()
 
@@ -184,9 +185,13 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
     final_losses: dict[str, float] = {}
 
     def finish(status: str) -> TrainOutcome:
-        samples = monitor.close() if monitor else None
-        # judged samples are already past each phase's warm-up
-        util = G.gpu_util_gate(samples, th.min_gpu_util, 0)
+        # the samples taken while a trainer stepped: not its compile, not the benches, galleries and
+        # checkpoint writes between phases, which rightly leave the GPU waiting (M-015 is about the steps)
+        stepped = monitor.during(stepping.intervals) if monitor else None
+        if monitor:
+            monitor.close()
+        util = G.gpu_util_gate(stepped, th.min_gpu_util, 0,
+                               "while the trainers stepped (each phase's first log window, its compile, left out)")
         if monitor and monitor.stop_reason:
             # a run the guard stopped never passes, whatever the mean of what it did run
             util = GateVerdict(util.name, util.value, util.threshold, util.op, False, monitor.stop_reason)
@@ -299,6 +304,22 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
                              tr.rolled_back, th.max_da_regression),
     ]
     return finish("stopped" if tr.stopped or stopped() else "completed")
+
+
+class SteppingWindows:
+    """The stretches of wall time in which a trainer stepped: each of its log windows after its
+    phase's first (which holds the compile and the graph capture)."""
+
+    def __init__(self) -> None:
+        self.intervals: list[tuple[float, float]] = []
+        self._last: dict[str, float] = {}
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, MetricsLogged) and "step_ms" in event.values:
+            now = time.time()
+            if event.phase in self._last:
+                self.intervals.append((self._last[event.phase], now))
+            self._last[event.phase] = now
 
 
 def warm_watch(monitor: SystemMonitor) -> EmitFn:

@@ -74,3 +74,39 @@ def test_an_idle_gpu_after_the_warm_step_still_stops_the_run():
     time.sleep(0.3)
     monitor.close()
     assert control.stopped and reasons[0].startswith("GPU utilisation averaged 6%")
+
+
+def _stepping_run(step_value: float):
+    """A monitor over a phase: compile (idle), two log windows at step_value, a checkpoint write (idle)."""
+    from navi_model.events import MetricsLogged
+    from navi_model.gates import gpu_util_gate
+    from navi_tui.training_run import SteppingWindows
+
+    value = [0.0]
+    monitor = SystemMonitor(lambda: value[0], interval=0.005).start()
+    windows = SteppingWindows()
+    time.sleep(0.1)  # the first window: compiling, the GPU idle
+    windows(MetricsLogged(50, "policy", {"loss": 1.0, "step_ms": 2.0}))
+    value[0] = step_value
+    for step in (100, 150):
+        time.sleep(0.1)
+        windows(MetricsLogged(step, "policy", {"loss": 1.0, "step_ms": 2.0}))
+    value[0] = 0.0
+    time.sleep(0.1)  # benches and a checkpoint write: idle, after the last window
+    monitor.close()
+    stepped = monitor.during(windows.intervals)
+    return gpu_util_gate(stepped, 80.0, 0, "while stepping"), stepped, monitor
+
+
+def test_utilisation_is_judged_while_the_trainers_step_only():
+    verdict, stepped, monitor = _stepping_run(95.0)
+    # the idle compile and checkpoint write were sampled, but they are not what the gate holds to 80%
+    assert 0.0 in monitor.samples
+    # a sample at a window's edge may still read the idle value: one or two, of dozens
+    assert verdict.passed and len(stepped) > 20 and stepped.count(0.0) <= 2
+    assert "while stepping" in verdict.summary
+
+
+def test_an_idle_gpu_while_stepping_fails_the_gate():
+    verdict, stepped, _ = _stepping_run(6.0)  # M-015: the steps themselves leave the GPU idle
+    assert not verdict.passed and verdict.value < 20
