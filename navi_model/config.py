@@ -145,16 +145,20 @@ def _base() -> Profile:
     return Profile(
         name="base",
         description="a GPU: wider and deeper, larger batches",
-        # 96 bytes: the longest goal of the bundled corpus is 63. Pads are masked keys under relative
-        # positions, so a shorter context changes nothing but the time a step takes on them (a quarter less)
-        policy=EncoderConfig(seq_len=96, **enc),
+        # 128 like the planner's encoder, though the longest goal is 63 bytes: the planner's encoder
+        # then reuses the policy's compiled blocks. At 96 the policy stepped 4 s faster, but the
+        # planner's own encoder compile cost 6 s more on a fresh machine (H200, 2026-12-01)
+        policy=EncoderConfig(seq_len=128, **enc),
         policy_train=TrainConfig(batch_size=256, lr=1e-3, passes_per_goal=150.0, warmup_steps=100, log_every=50),
         planner=PlannerConfig(encoder=EncoderConfig(seq_len=128, **enc), dec_layers=4, plan_len=16),
         planner_train=TrainConfig(batch_size=256, lr=1e-3, passes_per_goal=30.0, warmup_steps=100, log_every=50),
         talker=TalkerConfig(encoder=EncoderConfig(seq_len=128, **enc), dec_layers=4, prefix_k=4, memory_k=2,
                             response_len=64),
+        # compile off for the talker: with its encoder cached, an SFT step takes 5.9 ms graphed and
+        # 4.0 ms compiled too, which over 622 steps repays 1 s of a 6 s compile (DA: 5.4 s for 200
+        # steps). The policy and planner save 10-20 s each (benchmarks/step_variants.py, H200)
         talker_train=TalkerTrainConfig(batch_size=128, lr=1e-3, passes_per_goal=150.0, warmup_steps=100,
-                                       log_every=50, da_steps=200, da_lr=1e-5, freeze_encoder=True),
+                                       log_every=50, da_steps=200, da_lr=1e-5, freeze_encoder=True, compile=False),
         bench=BenchTargets(max_green_seconds=60.0),
     )
 

@@ -50,10 +50,12 @@ def rotary_tables(seq_len: int, head_dim: int, base: float, device=None) -> tupl
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    # x: (B, nh, T, hs); rotate the two halves of each head as a pair
+    # x: (B, T, nh, hs), before the heads move forward: the rotation then reads and writes each
+    # head's bytes contiguously (on the (B, nh, T, hs) view its fused backward was 12% of a policy
+    # step on an H200, at strided addresses); rotate the two halves of each head as a pair
     x1, x2 = x.chunk(2, dim=-1)
-    cos = cos[None, None, :, :].to(x.dtype)
-    sin = sin[None, None, :, :].to(x.dtype)
+    cos = cos[None, :, None, :].to(x.dtype)
+    sin = sin[None, :, None, :].to(x.dtype)
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
@@ -69,10 +71,9 @@ class SelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         hs = C // self.n_heads
-        q = q.view(B, T, self.n_heads, hs).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_heads, hs).transpose(1, 2)
+        q = apply_rotary(q.view(B, T, self.n_heads, hs), cos, sin).transpose(1, 2)  # (B, nh, T, hs)
+        k = apply_rotary(k.view(B, T, self.n_heads, hs), cos, sin).transpose(1, 2)
         v = v.view(B, T, self.n_heads, hs).transpose(1, 2)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal and attn_mask is None)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.proj(y)

@@ -131,16 +131,17 @@ def time_to_green(corpus: Corpus, profile: Profile, device: torch.device, home: 
     """A whole train run, as `navi-tui --no-ui train` runs it."""
     from navi_tui.training_run import train_run
 
-    t0 = time.perf_counter()
+    t0, wall0 = time.perf_counter(), time.time()
     with open(os.devnull, "w") as null:
         outcome = train_run(corpus, profile, home=home, device=device, out=null)
     seconds = time.perf_counter() - t0
     with Store(home) as store:
         phases = phase_windows(store, outcome.run_id)
         run = store.get_run(outcome.run_id)
-        # where the seconds went: the run's log, as offsets from its start
-        timeline = [[round(e["time"] - run["created"], 2), e["kind"], e["message"][:160]]
-                    for e in store.events(outcome.run_id)]
+        # where the seconds went: the run's log, as offsets from the start of train (the preflight
+        # runs before the run's row exists)
+        timeline = [[round(run["created"] - wall0, 2), "created", f"run {outcome.run_id}"]]
+        timeline += [[round(e["time"] - wall0, 2), e["kind"], e["message"][:160]] for e in store.events(outcome.run_id)]
     for p in phases.values():
         p["gpu_util"] = util.mean(p["t0"], p["t1"])
     failed = [g.name for g in outcome.gates if not g.passed]
