@@ -38,7 +38,9 @@ from navi_model.train import (
     EpochSampler, announce_ready, coverage, flushes_denormals_on_cpu, get_lr, make_optimizer, make_train_step,
     restore_training_state, training_state,
 )
-from navi_model.vocab import TruncationError, Vocabulary, check_ids, encode_encoder_batch, text_bytes
+from navi_model.vocab import (
+    TruncationError, Vocabulary, check_ids, drop_shared_left_padding, encode_encoder_batch, text_bytes,
+)
 
 PAD, BOS, EOS, STEP, THINK, ENDTHINK = range(6)
 SPECIALS = ("PAD", "BOS", "EOS", "STEP", "THINK", "ENDTHINK")
@@ -261,11 +263,17 @@ def planner_payload(model: PlannerModel, opt: torch.optim.Optimizer, vocab: Plan
 def planner_loss(model: PlannerModel, data: PlanData, weights: torch.Tensor, device: torch.device) -> LossFn:
     """A batch of row indices -> (class-weighted loss, correct targets, real targets)."""
     use_bf16 = device.type == "cuda"
+    # a CUDA step keeps its shapes (graph, compile); elsewhere the all-pad goal columns go: the
+    # goal still ends right before BOS, so every relative position the decoder sees is the same
+    trim = device.type != "cuda"
 
     def loss_fn(idx: torch.Tensor):
         targets = data.plan_targets[idx]
+        goal_ids, goal_valid = data.goal_ids[idx], data.goal_valid[idx]
+        if trim:
+            goal_ids, goal_valid = drop_shared_left_padding(goal_ids, goal_valid)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            logits = model(data.goal_ids[idx], data.goal_valid[idx], data.plan_inputs[idx])
+            logits = model(goal_ids, goal_valid, data.plan_inputs[idx])
         real = targets != PAD
         correct = ((logits.detach().argmax(-1) == targets) & real).sum()
         return plan_loss(logits, targets, weights), correct, real.sum()

@@ -20,6 +20,7 @@ from navi_model.data import PolicyData
 from navi_model.events import CheckpointReady, EmitFn, LogLine, MetricsLogged
 from navi_model.model import PolicyModel, compile_blocks
 from navi_model.step import LossFn, TrainStep, load_optimizer_state, plain_optimizer_state
+from navi_model.vocab import drop_shared_left_padding
 
 
 def flushes_denormals_on_cpu(train_fn):
@@ -179,11 +180,16 @@ def checkpoint_payload(model: PolicyModel, opt: torch.optim.Optimizer, step: int
 def policy_loss(model: PolicyModel, data: PolicyData, device: torch.device) -> LossFn:
     """A batch of row indices -> (cross-entropy, correct answers): the step gathers its own batch."""
     use_bf16 = device.type == "cuda"
+    # a CUDA step keeps its shapes (graph, compile); elsewhere the all-pad columns go
+    trim = device.type != "cuda"
 
     def loss_fn(idx: torch.Tensor):
         labels = data.labels[idx]
+        ids, valid = data.ids[idx], data.valid[idx]
+        if trim:
+            ids, valid = drop_shared_left_padding(ids, valid)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            logits = model(data.ids[idx], data.valid[idx])
+            logits = model(ids, valid)
         loss = F.cross_entropy(logits.float(), labels)
         return loss, (logits.detach().argmax(-1) == labels).sum()
 

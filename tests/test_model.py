@@ -48,3 +48,22 @@ def test_rmsnorm_normalises():
 
 def test_count_params():
     assert count_params(small_policy()) > 10_000
+
+
+def test_dropping_the_shared_left_padding_changes_no_answer():
+    # the CPU trainers drop the columns that are padding in every row of a batch
+    from navi_model.config import PlannerConfig
+    from navi_model.planner import PlannerModel
+    from navi_model.vocab import drop_shared_left_padding
+
+    model = small_policy(seq_len=40).eval()
+    ids, valid = encode_encoder_batch(["check the build", "run the tests please", "hi"], 40)
+    short_ids, short_valid = drop_shared_left_padding(ids, valid)
+    assert short_ids.shape == (3, len("run the tests please")) and bool(short_valid[1].all())
+    torch.testing.assert_close(model(short_ids, short_valid), model(ids, valid), rtol=1e-4, atol=1e-5)
+
+    torch.manual_seed(0)
+    planner = PlannerModel(PlannerConfig(encoder=EncoderConfig(seq_len=40, d_model=32, n_layers=1, n_heads=4),
+                                         dec_layers=1, plan_len=6), 10).eval()
+    plan = torch.tensor([[1, 3, 7, 2, 0, 0]] * 3)
+    torch.testing.assert_close(planner(short_ids, short_valid, plan), planner(ids, valid, plan), rtol=1e-4, atol=1e-5)
