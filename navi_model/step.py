@@ -28,15 +28,14 @@ import torch
 LossFn = Callable[..., Sequence[torch.Tensor]]
 
 
-def uses_tensor_lr(device: torch.device, graph: bool | None) -> bool:
-    return device.type == "cuda" and graph is not False
-
-
 class TrainStep:
     def __init__(self, model: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: LossFn, *, grad_clip: float,
                  device: torch.device, graph: bool | None = None, warmup: int = 3, compiled: bool = False):
         """graph: None = capture on CUDA, eager elsewhere; False = always eager.
-        compiled: the model's blocks are under torch.compile (only reported: the first call compiles)."""
+        compiled: the model's blocks are under torch.compile (only reported: the first call compiles).
+        warmup: eager steps before the capture (at least one: it sizes the statistics)."""
+        if warmup < 1:
+            raise ValueError(f"TrainStep needs at least one warm-up step before a capture, got {warmup}")
         self.model, self.opt, self.loss_fn = model, opt, loss_fn
         self.grad_clip = grad_clip
         self.device = device
@@ -115,8 +114,6 @@ class TrainStep:
 
     def _capture(self, batch: Sequence[torch.Tensor]) -> None:
         self._static = tuple(t.clone() for t in batch)
-        if self.sums is None:
-            self.sums = torch.zeros(0, device=self.device)  # sized by the capture below
         # gradients None: the graph's backward allocates them in its own pool and writes, not adds
         self.opt.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()

@@ -78,7 +78,7 @@ class TalkerModel(nn.Module):
         """encode_prefix from the encoder's pooled vectors: prompt (B, C), memories (B, K, C).
 
         A frozen encoder gives every text the same pooled vector at every step, so training
-        computes them once (TalkerEncoderCache) and starts here.
+        computes them once (EncoderCache) and starts here.
         """
         B, K, C = mem_pooled.shape
         k = self.cfg.prefix_k
