@@ -27,6 +27,9 @@ class TrainConfig:
     # a 2-core CPU the compile costs more than it saves), and replay each step as one CUDA graph
     compile: bool = True
     cuda_graph: bool = True
+    # a checkpoint at the first step boundary this many seconds after the phase's last one, so a
+    # crash loses at most that much of a long phase (0: only at the phase's end)
+    checkpoint_every_s: float = 600.0
 
 
 @dataclass

@@ -35,8 +35,8 @@ from navi_model.events import CheckpointReady, EmitFn, LogLine, MetricsLogged
 from navi_model.model import Block, Encoder, RMSNorm, _init_weights, rotary_tables
 from navi_model.step import LossFn, plain_optimizer_state
 from navi_model.train import (
-    EpochSampler, announce_ready, coverage, flushes_denormals_on_cpu, get_lr, make_optimizer, make_train_step,
-    restore_training_state, training_state,
+    EpochSampler, PeriodicCheckpoints, announce_ready, coverage, flushes_denormals_on_cpu, get_lr, make_optimizer,
+    make_train_step, restore_training_state, training_state,
 )
 from navi_model.vocab import (
     TruncationError, Vocabulary, check_ids, drop_shared_left_padding, encode_encoder_batch, text_bytes,
@@ -328,6 +328,12 @@ def train_planner(
         emit(LogLine("info", "resume", f"planner: continuing from step {start} of {steps}"))
     # built after the restore: a graph must see the optimizer state it will update in place
     train_step = make_train_step(model, opt, planner_loss(model, data, weights, device), cfg, device)
+    periodic = PeriodicCheckpoints(cfg.checkpoint_every_s)
+
+    def checkpoint() -> CheckpointReady:
+        return CheckpointReady(steps_done, "planner", "planner", f"planner_{steps_done:06d}",
+                               planner_payload(model, opt, vocab, steps_done,
+                                               {**(checkpoint_extra or {}), **training_state(sampler, seen)}))
 
     # counted, not taken from the loop variable: the loop may run no step at all
     steps_done = start
@@ -343,6 +349,9 @@ def train_planner(
         steps_done = step + 1
         seen.index_add_(0, idx, ones[: idx.numel()])
         window_steps += 1
+        if periodic.due() and not last_step:
+            emit(checkpoint())
+            periodic.mark(steps_done)
 
         if (step + 1) % cfg.log_every == 0 or last_step:
             # the one host sync of the window
@@ -363,9 +372,8 @@ def train_planner(
     train_step.close()
     cov_min, cov_mean = coverage(seen, data.goal_index, data.n_unique)
     emit(MetricsLogged(steps_done, "planner", {"coverage_min": cov_min, "coverage_mean": cov_mean}))
-    emit(CheckpointReady(steps_done, "planner", "planner", f"planner_{steps_done:06d}",
-                         planner_payload(model, opt, vocab, steps_done,
-                                         {**(checkpoint_extra or {}), **training_state(sampler, seen)})))
+    if periodic.last_step != steps_done:
+        emit(checkpoint())
     return PlannerTrainResult(steps_done, steps, stopped, last_loss, cov_min, cov_mean,
                               time.perf_counter() - t0, class_stats)
 

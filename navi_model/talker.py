@@ -30,8 +30,8 @@ from navi_model.events import CheckpointReady, EmitFn, LogLine, MetricsLogged
 from navi_model.model import Block, Encoder, RMSNorm, _init_weights, rotary_tables
 from navi_model.step import LossFn, plain_optimizer_state
 from navi_model.train import (
-    EpochSampler, announce_ready, coverage, flushes_denormals_on_cpu, get_lr, make_optimizer, make_train_step,
-    restore_training_state, training_state,
+    EpochSampler, PeriodicCheckpoints, announce_ready, coverage, flushes_denormals_on_cpu, get_lr, make_optimizer,
+    make_train_step, restore_training_state, training_state,
 )
 from navi_model.vocab import TALK_BOS, TALK_EOS, TALK_PAD, TALK_VOCAB, decode_talk, encode_decoder_batch, encode_encoder_batch
 
@@ -433,8 +433,8 @@ def train_talker(
         emit(LogLine("info", "phase", f"talker sft: {steps} steps over {data.n_unique} unique prompts, batch {cfg.batch_size}"))
         if resume is not None:
             emit(LogLine("info", "resume", f"talker sft: continuing from step {start} of {steps}"))
-        sft_steps, stopped, last_loss = _train_sft(model, data, cache, cfg, opt, sampler, gen, seen, start, steps,
-                                                   device, emit, gallery, control)
+        sft_steps, stopped, last_loss, saved_at = _train_sft(model, data, cache, cfg, opt, sampler, gen, seen, start,
+                                                             steps, device, emit, gallery, control, extra)
         da_start = 0
 
     # coverage and memory share over the whole of SFT, from the counts (restored after a resume);
@@ -453,10 +453,10 @@ def train_talker(
         model.train()
         pre = gallery_summary(rows)
         emit(MetricsLogged(sft_steps, "sft", pre))
-        # the SFT-only checkpoint is always kept: it is what a DA regression rolls back to (M-039)
-        sft_extra = {**extra, **training_state(sampler, seen, gen)}
-        emit(CheckpointReady(sft_steps, "sft", "talker", sft_name,
-                             checkpoint_payload(model, opt, sft_steps, "sft", sft_extra)))
+        # the SFT-only checkpoint is always kept: it is what a DA regression rolls back to (M-039);
+        # a periodic checkpoint of SFT's last step is that checkpoint already
+        if saved_at != sft_steps:
+            emit(_sft_checkpoint(model, opt, sft_steps, extra, sampler, seen, gen))
     result = TalkerTrainResult(sft_steps, 0, stopped, last_loss, cov_min, cov_mean, memory_share,
                                time.perf_counter() - t0, pre_da=pre, gallery=rows)
     # a DA payload always goes on: its model is a DA model, to be judged against pre_da
@@ -501,12 +501,19 @@ def train_talker(
     return result
 
 
-def _train_sft(model, data, cache, cfg, opt, sampler, gen, seen, start, steps, device, emit, gallery, control
-               ) -> tuple[int, bool, float]:
-    """SFT steps start..steps-1 -> (steps done in all, stopped by the control object, last logged loss)."""
+def _sft_checkpoint(model, opt, step: int, extra: dict, sampler, seen, gen) -> CheckpointReady:
+    return CheckpointReady(step, "sft", "talker", f"talker_sft_{step:06d}",
+                           checkpoint_payload(model, opt, step, "sft", {**extra, **training_state(sampler, seen, gen)}))
+
+
+def _train_sft(model, data, cache, cfg, opt, sampler, gen, seen, start, steps, device, emit, gallery, control, extra
+               ) -> tuple[int, bool, float, int | None]:
+    """SFT steps start..steps-1 -> (steps done in all, stopped by the control object, last logged loss,
+    the step of the last periodic checkpoint)."""
     K = model.cfg.memory_k
     n_weighted = int(cfg.batch_size * cfg.length_weighted_share)
     train_step = make_train_step(model, opt, talker_step_loss(model, data, cache, device), cfg, device)
+    periodic = PeriodicCheckpoints(cfg.checkpoint_every_s)
     window, t_window = 0, time.perf_counter()
     last_loss, stopped = math.nan, False
     # counted, not taken from the loop variable: the loop may run no step at all
@@ -527,6 +534,9 @@ def _train_sft(model, data, cache, cfg, opt, sampler, gen, seen, start, steps, d
         steps_done = step + 1
         seen.index_add_(0, idx, torch.ones_like(idx, dtype=seen.dtype))
         window += 1
+        if periodic.due() and step < steps - 1:
+            emit(_sft_checkpoint(model, opt, steps_done, extra, sampler, seen, gen))
+            periodic.mark(steps_done)
         # a person asked for the gallery now (the console's g key): all of it, at this step boundary
         asked = gallery and control is not None and control.take("gallery")
         if asked or (gallery and cfg.sample_every and (step + 1) % cfg.sample_every == 0 and step < steps - 1):
@@ -544,7 +554,7 @@ def _train_sft(model, data, cache, cfg, opt, sampler, gen, seen, start, steps, d
             }))
             window, t_window = 0, now
     train_step.close()
-    return steps_done, stopped, last_loss
+    return steps_done, stopped, last_loss, periodic.last_step
 
 
 def _sample(model: TalkerModel, gallery: list[dict], device: torch.device, step: int, emit: EmitFn,

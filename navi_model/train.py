@@ -91,6 +91,25 @@ def announce_ready(step: TrainStep, phase: str, emit: EmitFn) -> None:
                       "graphed": step.graphed}))
 
 
+class PeriodicCheckpoints:
+    """When a loop writes a checkpoint before its phase ends: every `every_s` seconds of it.
+
+    The phase's last step writes one anyway; `last_step` tells the loop whether a periodic one
+    already holds that step, so no step is saved twice under one name.
+    """
+
+    def __init__(self, every_s: float):
+        self.every_s = every_s
+        self.last_step: int | None = None
+        self._since = time.perf_counter()
+
+    def due(self) -> bool:
+        return self.every_s > 0 and time.perf_counter() - self._since >= self.every_s
+
+    def mark(self, step: int) -> None:
+        self.last_step, self._since = step, time.perf_counter()
+
+
 class EpochSampler:
     """Batches from a fresh permutation per epoch, on the device: every goal is seen once per
     epoch, so coverage grows evenly instead of leaving some goals unseen by chance."""
@@ -231,6 +250,12 @@ def train_policy(
         emit(LogLine("info", "resume", f"policy: continuing from step {start} of {steps}"))
     # built after the restore: a graph must see the optimizer state it will update in place
     train_step = make_train_step(model, opt, policy_loss(model, data, device), cfg, device)
+    periodic = PeriodicCheckpoints(cfg.checkpoint_every_s)
+
+    def checkpoint() -> CheckpointReady:
+        return CheckpointReady(steps_done, "policy", "policy", f"policy_{steps_done:06d}",
+                               checkpoint_payload(model, opt, steps_done,
+                                                  {**(checkpoint_extra or {}), **training_state(sampler, seen)}))
 
     # counted, not taken from the loop variable: the loop may run no step at all
     steps_done = start
@@ -246,6 +271,9 @@ def train_policy(
         steps_done = step + 1
         seen.index_add_(0, idx, ones[: idx.numel()])
         window_steps += 1
+        if periodic.due() and not last_step:
+            emit(checkpoint())
+            periodic.mark(steps_done)
 
         if (step + 1) % cfg.log_every == 0 or last_step:
             # the one host sync of the window
@@ -266,7 +294,6 @@ def train_policy(
     train_step.close()
     cov_min, cov_mean = coverage(seen, data.goal_index, data.n_unique)
     emit(MetricsLogged(steps_done, "policy", {"coverage_min": cov_min, "coverage_mean": cov_mean}))
-    emit(CheckpointReady(steps_done, "policy", "policy", f"policy_{steps_done:06d}",
-                         checkpoint_payload(model, opt, steps_done,
-                                            {**(checkpoint_extra or {}), **training_state(sampler, seen)})))
+    if periodic.last_step != steps_done:
+        emit(checkpoint())
     return PolicyTrainResult(steps_done, steps, stopped, last_loss, cov_min, cov_mean, time.perf_counter() - t0)

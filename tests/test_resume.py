@@ -288,3 +288,33 @@ def test_a_da_regression_after_a_da_resume_is_kept_for_the_gate_not_rolled_back(
     assert [e.level for e in rec.logs("da")] == ["warn"]
     assert r.pre_da == payload["pre_da"]
     assert len(r.gallery) == len(gallery)  # the DA model's gallery: it is the model in use
+
+
+# --- periodic checkpoints inside a phase ----------------------------------------------------------
+
+def test_periodic_checkpoints_in_a_phase_resume_to_the_straight_run(policy_data):
+    # a crash loses at most checkpoint_every_s of a phase: every step here (1 ns), to see each one
+    cfg = TrainConfig(batch_size=16, warmup_steps=3, log_every=2, checkpoint_every_s=1e-9)
+    straight = policy()
+    train_policy(straight, policy_data, dataclasses.replace(cfg, checkpoint_every_s=0), steps=8, device=CPU,
+                 emit=lambda e: None)
+    rec = Recorder()
+    train_policy(policy(), policy_data, cfg, steps=8, device=CPU, emit=rec)
+    names = [e.name for e in rec.events if isinstance(e, CheckpointReady)]
+    # one per step, the last step's once: never two checkpoints under one name
+    assert names == [f"policy_{s:06d}" for s in range(1, 9)]
+    mid = rec.payloads[4][1]  # after step 5
+    assert mid["step"] == 5
+    resumed = policy(seed=3)
+    train_policy(resumed, policy_data, cfg, steps=8, device=CPU, emit=lambda e: None, resume=mid)
+    assert_same_weights(resumed, straight)
+
+
+def test_periodic_sft_checkpoints_and_the_pre_da_checkpoint_share_no_name(talk):
+    data, gallery = talk
+    cfg = dataclasses.replace(TALK_TRAIN, checkpoint_every_s=1e-9)
+    rec = Recorder()
+    train_talker(talker(), data, cfg, steps=6, device=CPU, emit=rec, gallery=gallery)
+    names = [e.name for e in rec.events if isinstance(e, CheckpointReady)]
+    assert names[:6] == [f"talker_sft_{s:06d}" for s in range(1, 7)] and len(set(names)) == len(names)
+    assert names[-1].startswith("talker_da_")
