@@ -9,6 +9,7 @@ import io
 import os
 import pickle
 import tempfile
+import warnings
 from pathlib import Path
 
 
@@ -63,12 +64,41 @@ def load_checkpoint(path: Path, expected_sha256: str) -> dict:
             f"checksum mismatch for {path}: expected {expected_sha256}, got {actual}"
         )
     try:
-        # weights_only refuses pickles that would import or call arbitrary code
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        # weights_only refuses pickles that would import or call arbitrary code. Its warnings about
+        # bytes it does not expect ("Detected pickle protocol 130") are no news: the load either
+        # gives a payload or fails below, with one message
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"{path} is not a safe weights-only checkpoint: {exc}") from exc
-    except (RuntimeError, EOFError) as exc:
-        raise CheckpointError(f"{path} could not be read as a checkpoint: {exc}") from exc
+        raise CheckpointError(f"{path} is not a safe weights-only checkpoint, so it was not loaded: "
+                              f"{_weights_only_reason(exc)}") from exc
+    except Exception as exc:
+        # bytes that match their recorded sha256 but are no checkpoint (a file written by
+        # something else, damaged before it was hashed) fail anywhere inside the unpickler:
+        # RuntimeError, EOFError, but also IndexError, KeyError, TypeError, UnicodeDecodeError,
+        # ValueError, AssertionError (found by tests/test_checkpoint_faults.py)
+        raise CheckpointError(f"{path} could not be read as a checkpoint: "
+                              f"{type(exc).__name__}: {_first_line(exc)}") from exc
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path} holds a {type(payload).__name__}, not a checkpoint payload (a dict)")
+    return payload
+
+
+def _weights_only_reason(exc: BaseException) -> str:
+    # torch wraps the reason (the global it refused) in advice to load with weights_only=False,
+    # which is the one thing never to do with a file like this: keep only the reason
+    paragraphs = [" ".join(p.split()) for p in str(exc).split("\n\n") if p.strip()]
+    reason = [p for p in paragraphs if not p.startswith(("Weights only load failed", "Check the documentation"))]
+    text = " ".join(reason) if reason else "its pickle asks for something outside torch's weights-only allowlist"
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _first_line(exc: BaseException) -> str:
+    # torch's messages run over several lines (weights_only's advice); an error message is one
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def file_sha256(path: Path) -> str:
