@@ -388,6 +388,11 @@ def talker_step_loss(model: TalkerModel, data: TalkData, cache: EncoderCache | N
     return sft if da_mix is None else da
 
 
+def sft_sampler_batch(cfg: TalkerTrainConfig) -> int:
+    """Rows of each SFT batch drawn evenly by the epoch sampler; the rest are drawn by response length."""
+    return cfg.batch_size - int(cfg.batch_size * cfg.length_weighted_share)
+
+
 @flushes_denormals_on_cpu
 def train_talker(
     model: TalkerModel,
@@ -412,7 +417,7 @@ def train_talker(
     if cfg.freeze_encoder:
         model.encoder.requires_grad_(False)
     opt = make_optimizer(model, cfg, device)
-    sampler = EpochSampler(data.n, cfg.batch_size - int(cfg.batch_size * cfg.length_weighted_share), device, cfg.seed)
+    sampler = EpochSampler(data.n, sft_sampler_batch(cfg), device, cfg.seed)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     seen = torch.zeros(data.n, device=device)
     t0 = time.perf_counter()
