@@ -15,7 +15,8 @@ from navi_model.corpus.load import BUNDLED_BENCHES, Intent, load_bench
 from navi_model.evaluate import policy_from_payload, run_intent_bench
 from navi_model.gates import GateVerdict
 from navi_model.planner import planner_from_payload, run_plan_bench
-from navi_model.talker import concept_similarity, gallery_summary, prefix_use, run_gallery, talker_from_payload
+from navi_model.talker import (check_gallery_bench, concept_similarity, gallery_summary, prefix_use, run_gallery,
+                                talker_from_payload)
 from store import Store
 
 from navi_tui.recorder import eval_row
@@ -117,6 +118,7 @@ def evaluate_run(store: Store, *, run_id: int | None, checkpoint_id: int | None,
             new = [G.bench_gate(label, rows, th.plan_bench)]
         else:
             talker = models[m]
+            check_gallery_bench(talker, bench)  # a text it cannot take whole: exit 2 naming the line
             rows = run_gallery(talker, bench.items, device)
             gallery_rows += rows
             true_loss, shuffled_loss = prefix_use(talker, bench.items, device)
