@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from navi_tui.cli import main
 from navi_tui.stored_checkpoint import load_stored_checkpoint
 from store import CheckpointError, Store
+import cli_harness
 from cli_harness import one_line_error, run_main, store_dump, tally
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,9 +38,7 @@ EXAMPLES = int(os.environ.get("NAVI_FUZZ_EXAMPLES", "30"))
 
 @pytest.fixture(scope="module")
 def trained_home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("trained") / "home"
-    code, out, err = run_main(main, ["--home", home, "--no-ui", "--profile", "tiny", "train", "--steps", 1])
-    assert code == 1, (code, err)  # 1 step fails its gates; every model has its checkpoints
+    home = cli_harness.trained_home(tmp_path_factory, main)
     with Store(home) as store:
         assert {c["model"] for c in store.checkpoints(1)} == {"policy", "planner", "talker"}
     return home

@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 
 from navi_model.assets import corpus_dir
 from navi_tui.cli import main
-from store import Store
+import cli_harness
 from cli_harness import one_line_error, run_main, store_dump, tally
 
 REPO = Path(__file__).resolve().parents[1]
@@ -374,10 +374,7 @@ bench_faults = faults(list(BENCHES), COMMON)
 @pytest.fixture(scope="module")
 def trained_home(tmp_path_factory):
     """A real store with one real run (1 step: it fails its gates, which is fine here)."""
-    home = tmp_path_factory.mktemp("trained") / "home"
-    code, _, err = run_main(main, ["--home", home, "--no-ui", "train", "--steps", 1])
-    assert code == 1, (code, err)
-    return home
+    return cli_harness.trained_home(tmp_path_factory, main)
 
 
 def expect_refusal(code, err: str, path: Path, fault: Fault) -> str:
