@@ -53,12 +53,12 @@ def one_line_error(err: str) -> str:
     return lines[0]
 
 
-def tally(test: str, case: str, file: str | None = None) -> None:
+def tally(test: str, case: str, file: str | None = None, outcome: str | None = None) -> None:
     """One generated case, appended to $NAVI_FUZZ_TALLY when it is set (the long form counts them)."""
     path = os.environ.get("NAVI_FUZZ_TALLY")
     if path:
         with open(path, "a") as f:
-            f.write(json.dumps({"test": test, "case": case, "file": file}) + "\n")
+            f.write(json.dumps({"test": test, "case": case, "file": file, "outcome": outcome}) + "\n")
 
 
 _trained: dict[str, Path] = {}

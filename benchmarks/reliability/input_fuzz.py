@@ -69,7 +69,9 @@ def main() -> int:
           f"{platform.python_version()}: {args.examples} examples per property, {seconds:.0f} s")
     for test, n in by_test.items():
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(by_kind[test].items()))
-        print(f"  {test}: {n} cases ({kinds})")
+        outcomes = collections.Counter(c.get("outcome") for c in cases if c["test"] == test and c.get("outcome"))
+        ends = f"; {', '.join(f'{k} {v}' for k, v in sorted(outcomes.items()))}" if outcomes else ""
+        print(f"  {test}: {n} cases ({kinds}){ends}")
     print(f"  cases in all: {len(cases)}; pytest exit {r.returncode} "
           f"({'no failure found' if r.returncode == 0 else 'a property failed: see above'})")
     return 0 if r.returncode == 0 else 1
