@@ -8,9 +8,13 @@ import hashlib
 import io
 import os
 import pickle
+import re
 import tempfile
 import warnings
 from pathlib import Path
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch's messages bold their advice
 
 
 class CheckpointError(Exception):
@@ -86,12 +90,15 @@ def load_checkpoint(path: Path, expected_sha256: str) -> dict:
 
 
 def _weights_only_reason(exc: BaseException) -> str:
-    # torch wraps the reason (the global it refused) in advice to load with weights_only=False,
-    # which is the one thing never to do with a file like this: keep only the reason
-    paragraphs = [" ".join(p.split()) for p in str(exc).split("\n\n") if p.strip()]
-    reason = [p for p in paragraphs if not p.startswith(("Weights only load failed", "Check the documentation"))]
-    text = " ".join(reason) if reason else "its pickle asks for something outside torch's weights-only allowlist"
-    return text if len(text) <= 300 else text[:297] + "..."
+    # torch wraps the reason (the global it refused) in advice to load with weights_only=False or
+    # to allowlist the global: the very things never to do with a file like this. Keep the reason
+    text = _ANSI.sub("", str(exc))
+    for line in text.splitlines():
+        line = line.strip()
+        if "GLOBAL" in line or line.startswith("WeightsUnpickler error"):
+            line = line.removeprefix("WeightsUnpickler error: ").split(". Please use", 1)[0].rstrip(".")
+            return line if len(line) <= 300 else line[:297] + "..."
+    return "its pickle asks for something outside torch's weights-only allowlist"
 
 
 def _first_line(exc: BaseException) -> str:
