@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from navi_model.config import TalkerConfig, TalkerTrainConfig
 from navi_model.control import TrainingControl
+from navi_model.corpus.load import Bench, CorpusError
 from navi_model.events import CheckpointReady, EmitFn, LogLine, MetricsLogged
 from navi_model.model import Block, Encoder, RMSNorm, _init_weights, rotary_tables
 from navi_model.step import LossFn, plain_optimizer_state
@@ -33,7 +34,8 @@ from navi_model.train import (
     EpochSampler, PeriodicCheckpoints, announce_ready, coverage, flushes_denormals_on_cpu, get_lr, make_optimizer,
     make_train_step, restore_training_state, training_state,
 )
-from navi_model.vocab import TALK_BOS, TALK_EOS, TALK_PAD, TALK_VOCAB, decode_talk, encode_decoder_batch, encode_encoder_batch
+from navi_model.vocab import (TALK_BOS, TALK_EOS, TALK_PAD, TALK_VOCAB, decode_talk, encode_decoder_batch,
+                              encode_encoder_batch, text_bytes)
 
 
 def memory_text(prompt: str, response: str) -> str:
@@ -237,6 +239,28 @@ def score_gallery(items: list[dict], outputs: list[str]) -> list[dict]:
     return rows
 
 
+def check_gallery_bench(model: TalkerModel, bench: Bench) -> None:
+    """CorpusError naming the bench line and field of the first text this talker cannot take whole:
+    a prompt or memory text longer than its encoder, a reference longer than its decoder (M-008)."""
+    if bench.kind != "gallery":
+        raise ValueError(f"{bench.path}: a {bench.kind} bench is not a gallery")
+    T, R, K = model.cfg.encoder.seq_len, model.cfg.response_len, model.cfg.memory_k
+    for it in bench.items:
+        n = len(text_bytes(it["prompt"]))
+        if n > T:
+            raise CorpusError(bench.path, it["line"], "prompt", f"{n} bytes do not fit the talker's seq_len of {T}")
+        memory = it.get("memory", [])
+        for j in range(max(0, len(memory) - K), len(memory)):  # the last memory_k turns are what it reads
+            n = len(text_bytes(memory_text(memory[j]["prompt"], memory[j]["response"])))
+            if n > T:
+                raise CorpusError(bench.path, it["line"], f"memory[{j}]",
+                                  f"prompt and response take {n} bytes, more than the talker's seq_len of {T}")
+        n = len(text_bytes(it["reference"]))
+        if n + 1 > R:
+            raise CorpusError(bench.path, it["line"], "reference",
+                              f"{n} bytes need {n + 1} decoder positions, more than the talker's response_len of {R}")
+
+
 def run_gallery(model: TalkerModel, items: list[dict], device: torch.device) -> list[dict]:
     return score_gallery(items, generate(model, items, device))
 
@@ -388,6 +412,11 @@ def talker_step_loss(model: TalkerModel, data: TalkData, cache: EncoderCache | N
     return sft if da_mix is None else da
 
 
+def sft_sampler_batch(cfg: TalkerTrainConfig) -> int:
+    """Rows of each SFT batch drawn evenly by the epoch sampler; the rest are drawn by response length."""
+    return cfg.batch_size - int(cfg.batch_size * cfg.length_weighted_share)
+
+
 @flushes_denormals_on_cpu
 def train_talker(
     model: TalkerModel,
@@ -412,7 +441,7 @@ def train_talker(
     if cfg.freeze_encoder:
         model.encoder.requires_grad_(False)
     opt = make_optimizer(model, cfg, device)
-    sampler = EpochSampler(data.n, cfg.batch_size - int(cfg.batch_size * cfg.length_weighted_share), device, cfg.seed)
+    sampler = EpochSampler(data.n, sft_sampler_batch(cfg), device, cfg.seed)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     seen = torch.zeros(data.n, device=device)
     t0 = time.perf_counter()

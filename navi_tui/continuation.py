@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from navi_model.brain import MODELS  # the brain's training order
-from store import Store, load_checkpoint
+from navi_model.payload import PayloadError, check_resume_fits
+from store import CheckpointError, Store
+
+from navi_tui.stored_checkpoint import describe_checkpoint, load_stored_checkpoint
 
 
 
@@ -32,6 +35,8 @@ class ResumePoint:
     data: Path | None = None  # the corpus folder the source trained on
     steps: int | None = None  # the source's --steps, if it had one
     rollback: bool = False  # picked by a person as a rollback target, not just "the newest"
+    rows: dict[str, dict] = field(default_factory=dict)  # model -> the checkpoint row each payload came from
+    paths: dict[str, Path] = field(default_factory=dict)  # model -> that row's file
 
     def describe(self) -> str:
         c = self.checkpoint
@@ -61,10 +66,25 @@ def resume_point(store: Store, run_id: int, checkpoint_id: int | None = None, *,
             raise ResumeError(f"run {run_id} has no {model} checkpoint before checkpoint {picked['id']}, "
                               f"so the {picked['model']} cannot continue")
         chosen[model] = max(earlier, key=lambda c: (c["step"], c["id"]))
-    # CheckpointError (missing file, sha256 mismatch, unsafe pickle) propagates as it is
-    payloads = {m: load_checkpoint(store.checkpoint_path(c), c["sha256"]) for m, c in chosen.items()}
+    # CheckpointError (missing file, sha256 mismatch, unsafe pickle, not a navi payload) names the
+    # checkpoint and propagates: nothing is written before every payload is known to be sound
+    payloads = {m: load_stored_checkpoint(store, c, resume=True, needed_by=picked) for m, c in chosen.items()}
     config = json.loads(run["config_json"] or "{}")
     steps = (config.get("steps") or {}).get("policy") if config.get("steps_from") == "--steps" else None
     return ResumePoint(run_id, picked, payloads, {m: c["id"] for m, c in chosen.items()},
                        profile=run["profile"] or "tiny", data=Path(config["data"]) if config.get("data") else None,
-                       steps=steps, rollback=rollback)
+                       steps=steps, rollback=rollback, rows=dict(chosen),
+                       paths={m: store.checkpoint_path(c) for m, c in chosen.items()})
+
+
+def check_resume_point(resume: ResumePoint, profile, data, intents: list[str], device=None) -> None:
+    """CheckpointError naming the checkpoint when a payload cannot continue in this profile on this
+    data (another corpus, another batch size, another model shape): before the run row exists."""
+    for model, payload in resume.payloads.items():
+        try:
+            check_resume_fits(model, payload, profile, data, intents, device)
+        except PayloadError as e:
+            row = resume.rows.get(model)
+            name = describe_checkpoint(row, resume.checkpoint) if row else f"the {model} checkpoint"
+            where = f" at {resume.paths[model]}" if model in resume.paths else ""
+            raise CheckpointError(f"{name}{where}: {e}") from None

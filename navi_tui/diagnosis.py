@@ -10,9 +10,10 @@ import torch
 from navi_model.corpus.load import BUNDLED_BENCHES, load_bench
 from navi_model.diagnose import collapse_point, format_trace, trace_talker
 from navi_model.talker import talker_from_payload
-from store import Store, load_checkpoint
+from store import Store
 
 from navi_tui.evaluation import EvalUsageError
+from navi_tui.stored_checkpoint import load_stored_checkpoint
 
 BATCH = 16  # gallery items traced: enough pairs for a mean cosine, small enough for any device
 
@@ -30,7 +31,7 @@ def diagnose_run(store: Store, *, run_id: int | None, device: torch.device) -> t
     ckpt = store.latest_checkpoint(run["id"], "talker")
     if ckpt is None:
         raise EvalUsageError(f"run {run['id']} has no talker checkpoint to diagnose")
-    model = talker_from_payload(load_checkpoint(store.checkpoint_path(ckpt), ckpt["sha256"]), device)
+    model = talker_from_payload(load_stored_checkpoint(store, ckpt), device)
     data = Path(json.loads(run["config_json"] or "{}").get("data", ""))
     items = load_bench(data / BUNDLED_BENCHES["gallery"], [], "gallery").items[:BATCH]
     rows = trace_talker(model, items, device)

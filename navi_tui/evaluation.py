@@ -15,10 +15,12 @@ from navi_model.corpus.load import BUNDLED_BENCHES, Intent, load_bench
 from navi_model.evaluate import policy_from_payload, run_intent_bench
 from navi_model.gates import GateVerdict
 from navi_model.planner import planner_from_payload, run_plan_bench
-from navi_model.talker import concept_similarity, gallery_summary, prefix_use, run_gallery, talker_from_payload
-from store import Store, load_checkpoint
+from navi_model.talker import (check_gallery_bench, concept_similarity, gallery_summary, prefix_use, run_gallery,
+                                talker_from_payload)
+from store import Store
 
 from navi_tui.recorder import eval_row
+from navi_tui.stored_checkpoint import load_stored_checkpoint
 
 # which model answers each kind of bench
 BENCH_MODEL = {"policy": "policy", "paraphrase": "policy", "plan": "planner", "gallery": "talker"}
@@ -66,7 +68,7 @@ def _intents(store: Store, run: dict, payloads: dict[str, dict]) -> list[Intent]
         return [Intent(i["name"], i["description"], i["meta"], i["action"]) for i in payloads["policy"]["intents"]]
     policy = store.latest_checkpoint(run["id"], "policy")
     if policy is not None:
-        payload = load_checkpoint(store.checkpoint_path(policy), policy["sha256"])
+        payload = load_stored_checkpoint(store, policy)
         return [Intent(i["name"], i["description"], i["meta"], i["action"]) for i in payload["intents"]]
     if "planner" in payloads:
         return [Intent(a, "", False, True) for a in payloads["planner"]["actions"]]
@@ -80,8 +82,9 @@ def evaluate_run(store: Store, *, run_id: int | None, checkpoint_id: int | None,
     # judge by the thresholds the run was trained under, else by its profile's current ones
     recorded = config.get("profile", {}).get("gates")
     th = GateThresholds(**recorded) if recorded else get_profile(run["profile"]).gates
-    # CheckpointError (missing, checksum, unsafe) propagates: the CLI turns it into exit 2
-    payloads = {m: load_checkpoint(store.checkpoint_path(c), c["sha256"]) for m, c in ckpts.items()}
+    # CheckpointError (missing, checksum, unsafe, not a navi payload) names the checkpoint and
+    # propagates before anything runs: the CLI turns it into exit 2
+    payloads = {m: load_stored_checkpoint(store, c) for m, c in ckpts.items()}
     intents = _intents(store, run, payloads)
 
     if bench_files:
@@ -115,6 +118,7 @@ def evaluate_run(store: Store, *, run_id: int | None, checkpoint_id: int | None,
             new = [G.bench_gate(label, rows, th.plan_bench)]
         else:
             talker = models[m]
+            check_gallery_bench(talker, bench)  # a text it cannot take whole: exit 2 naming the line
             rows = run_gallery(talker, bench.items, device)
             gallery_rows += rows
             true_loss, shuffled_loss = prefix_use(talker, bench.items, device)

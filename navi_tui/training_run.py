@@ -35,7 +35,7 @@ from navi_model.train import train_policy
 
 from store import StoreWriter
 
-from navi_tui.continuation import ResumePoint
+from navi_tui.continuation import ResumePoint, check_resume_point
 from navi_tui.home import open_store
 from navi_tui.recorder import RunRecorder, eval_row
 from navi_tui.system_monitor import SystemMonitor, host_warnings, nvml_sampler
@@ -97,6 +97,9 @@ def train_run(
                                                         da_steps=min(steps, profile.talker_train.da_steps)))
     plan = planned_steps(corpus, profile, steps)
     preflight_gates, cpu_data = preflight(corpus, profile)
+    if resume is not None and cpu_data is not None:
+        # a checkpoint that cannot continue on this data and profile is refused before the run row
+        check_resume_point(resume, profile, cpu_data, corpus.intent_names, device)
     config = {
         "profile": profile.to_dict(),
         "data": str(corpus.root),

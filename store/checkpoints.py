@@ -8,8 +8,13 @@ import hashlib
 import io
 import os
 import pickle
+import re
 import tempfile
+import warnings
 from pathlib import Path
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch's messages bold their advice
 
 
 class CheckpointError(Exception):
@@ -63,12 +68,44 @@ def load_checkpoint(path: Path, expected_sha256: str) -> dict:
             f"checksum mismatch for {path}: expected {expected_sha256}, got {actual}"
         )
     try:
-        # weights_only refuses pickles that would import or call arbitrary code
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        # weights_only refuses pickles that would import or call arbitrary code. Its warnings about
+        # bytes it does not expect ("Detected pickle protocol 130") are no news: the load either
+        # gives a payload or fails below, with one message
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"{path} is not a safe weights-only checkpoint: {exc}") from exc
-    except (RuntimeError, EOFError) as exc:
-        raise CheckpointError(f"{path} could not be read as a checkpoint: {exc}") from exc
+        raise CheckpointError(f"{path} is not a safe weights-only checkpoint, so it was not loaded: "
+                              f"{_weights_only_reason(exc)}") from exc
+    except Exception as exc:
+        # bytes that match their recorded sha256 but are no checkpoint (a file written by
+        # something else, damaged before it was hashed) fail anywhere inside the unpickler:
+        # RuntimeError, EOFError, but also IndexError, KeyError, TypeError, UnicodeDecodeError,
+        # ValueError, AssertionError (found by tests/test_checkpoint_faults.py)
+        raise CheckpointError(f"{path} could not be read as a checkpoint: "
+                              f"{type(exc).__name__}: {_first_line(exc)}") from exc
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path} holds a {type(payload).__name__}, not a checkpoint payload (a dict)")
+    return payload
+
+
+def _weights_only_reason(exc: BaseException) -> str:
+    # torch wraps the reason (the global it refused) in advice to load with weights_only=False or
+    # to allowlist the global: the very things never to do with a file like this. Keep the reason
+    text = _ANSI.sub("", str(exc))
+    for line in text.splitlines():
+        line = line.strip()
+        if "GLOBAL" in line or line.startswith("WeightsUnpickler error"):
+            line = line.removeprefix("WeightsUnpickler error: ").split(". Please use", 1)[0].rstrip(".")
+            return line if len(line) <= 300 else line[:297] + "..."
+    return "its pickle asks for something outside torch's weights-only allowlist"
+
+
+def _first_line(exc: BaseException) -> str:
+    # torch's messages run over several lines (weights_only's advice); an error message is one
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def file_sha256(path: Path) -> str:

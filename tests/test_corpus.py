@@ -126,6 +126,71 @@ def test_loader_error_names_file_line_and_field(copy, file, line, text, field, m
     assert message in str(e)
 
 
+# found by tests/test_input_fuzz.py: each of these escaped as an exception, was accepted, or
+# printed a message that was not one line naming the field
+@pytest.mark.parametrize("file,line,text,field,message", [
+    ("goals.jsonl", 3, b"[" * 60_000, None, "not valid JSON here: nested too deeply"),  # was RecursionError
+    ("dialogues.jsonl", 1, b'{"conversation": "c0000", "turn": ' + b"1" * 5000 + b', "prompt": "a", "response": "b"}',
+     None, "a number of more than 4300 digits"),  # was ValueError
+    ("goals.jsonl", 5, b'{"goal": "build \\ud800 it", "intent": "build"}', "goal", "lone surrogate"),  # UnicodeEncodeError
+    ("gallery.jsonl", 2, b'{"kind": "gallery", "prompt": "hi", "reference": "Hello.", '
+                         b'"memory": [{"prompt": "\\udfff", "response": "b"}]}', "memory[0].prompt", "lone surrogate"),
+    ("goals.jsonl", 7, b'{"goal": "build it", "goal": 3, "intent": "build"}', "goal", "appears twice in one object"),
+    ("goals.jsonl", 1, b'\xef\xbb\xbf{"goal": "build it", "intent": "build"}', None, "byte order mark"),
+    ("goals.jsonl", 2, b'{"goal": "x", "intent": "build", "": 2}', "", "unknown field"),  # was no field at all
+])
+def test_loader_error_for_what_fuzzing_found(copy, file, line, text, field, message):
+    replace_line(copy / file, line, text)
+    with pytest.raises(CorpusError) as err:
+        load_corpus(copy)
+    e = err.value
+    assert (e.path, e.line, e.field) == (str(copy / file), line, field)
+    assert message in str(e) and "\n" not in str(e)
+    assert field is None or f"field '{field}': " in str(e)
+
+
+def test_a_field_name_with_a_newline_stays_on_one_line(copy):
+    replace_line(copy / "goals.jsonl", 2, b'{"goal": "x", "intent": "build", "in\\ntent": "build"}')
+    with pytest.raises(CorpusError) as err:
+        load_corpus(copy)
+    assert err.value.field == "in\ntent"
+    assert f"{copy / 'goals.jsonl'}:2: field 'in\\ntent': unknown field" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("file,field", [("intents.jsonl", "intent"), ("goals.jsonl", "goal"), ("plans.jsonl", "goal"),
+                                        ("bench_policy.jsonl", "goal"), ("bench_plan.jsonl", "goal"),
+                                        ("gallery.jsonl", "prompt")])
+def test_a_duplicated_line_is_refused(copy, file, field):
+    # a record listed twice is trained or scored twice as often; the bundled corpus has none
+    lines = (copy / file).read_bytes().split(b"\n")
+    lines.insert(5, lines[2])
+    (copy / file).write_bytes(b"\n".join(lines))
+    with pytest.raises(CorpusError) as err:
+        load_corpus(copy)
+    assert (err.value.line, err.value.field) == (6, field)
+    assert "is already on line 3" in str(err.value) or "duplicate intent" in str(err.value)
+
+
+@pytest.mark.parametrize("bench,train,field", [("bench_policy.jsonl", "goals.jsonl", "goal"),
+                                               ("bench_paraphrase.jsonl", "goals.jsonl", "goal"),
+                                               ("bench_plan.jsonl", "plans.jsonl", "goal"),
+                                               ("gallery.jsonl", "dialogues.jsonl", "prompt")])
+def test_a_bench_line_in_a_training_file_is_refused(copy, bench, train, field):
+    # README: bench lines never appear in a training file; a bench the model trained on measures nothing
+    item = json.loads((copy / bench).read_text().splitlines()[3])
+    added = {"goals.jsonl": lambda: {"goal": item["goal"], "intent": item["intent"]},
+             "plans.jsonl": lambda: {"goal": item["goal"], "plan": item["plan"]},
+             "dialogues.jsonl": lambda: {"conversation": "new", "turn": 0, "prompt": item["prompt"], "response": "ok"}}
+    with open(copy / train, "a") as f:
+        f.write(json.dumps(added[train]()) + "\n")
+    n = len((copy / train).read_text().splitlines())
+    with pytest.raises(CorpusError) as err:
+        load_corpus(copy)
+    assert (err.value.path, err.value.line, err.value.field) == (str(copy / bench), 4, field)
+    assert f"also a training {field} ({train} line {n}): bench lines are held out" in str(err.value)
+
+
 def test_conflicting_labels_for_one_goal(copy):
     first = json.loads((copy / "goals.jsonl").read_text().splitlines()[0])
     replace_line(copy / "goals.jsonl", 40, json.dumps({"goal": first["goal"], "intent": "greet"}).encode())

@@ -507,9 +507,34 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path, writer):
         else:
             pickle.dump({"model": RunsAShellCommand()}, file, protocol=2)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    with pytest.raises(CheckpointError, match="not a safe weights-only checkpoint"):
+    with pytest.raises(CheckpointError, match="not a safe weights-only checkpoint") as raised:
         load_checkpoint(path, digest)
     assert not marker.exists()
+    # one line, the refused global named, and not torch's advice to load it with weights_only=False
+    assert "\n" not in str(raised.value) and "GLOBAL" in str(raised.value)
+    assert "weights_only` set to `False`" not in str(raised.value)
+
+
+@pytest.mark.parametrize("offset,xor", [(0, 0x01), (0, 0x08), (124, 0x01), (184, 0x01)])
+def test_damaged_bytes_with_their_own_sha256_are_refused_in_one_line(tmp_path, recwarn, offset, xor):
+    # found by fuzzing: with torch 2.13 these flips made torch.load raise IndexError,
+    # UnicodeDecodeError, TypeError and AssertionError, which went past the store as tracebacks,
+    # and warn "Detected pickle protocol ..." on the way
+    path, _ = save_checkpoint(tmp_path, 1, "brain", {"model": {"w": torch.ones(4, 3)}, "step": 3})
+    data = bytearray(path.read_bytes())
+    data[offset] ^= xor
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError) as raised:
+        load_checkpoint(path, hashlib.sha256(bytes(data)).hexdigest())
+    assert str(path) in str(raised.value) and "\n" not in str(raised.value)
+    assert not [w for w in recwarn if "pickle protocol" in str(w.message)]
+
+
+def test_a_checkpoint_that_is_not_a_dict_is_refused(tmp_path):
+    path, digest = save_checkpoint(tmp_path, 1, "brain", {"w": torch.ones(2)})
+    torch.save(torch.ones(2), path)
+    with pytest.raises(CheckpointError, match="holds a Tensor, not a checkpoint payload"):
+        load_checkpoint(path, hashlib.sha256(path.read_bytes()).hexdigest())
 
 
 def test_checkpoint_name_must_stay_in_its_folder(tmp_path):

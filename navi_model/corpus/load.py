@@ -8,6 +8,7 @@ store. Lines are parsed by their grammar (JSON), never split on a delimiter (M-0
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,14 @@ class CorpusError(ValueError):
     def __init__(self, path: Path | str, line: int | None, field: str | None, message: str):
         self.path, self.line, self.field = str(path), line, field
         where = self.path if line is None else f"{self.path}:{line}"
-        what = f"field '{field}': " if field else ""
+        what = f"field '{_printable(field)}': " if field is not None else ""
         super().__init__(f"{where}: {what}{message}")
+
+
+def _printable(name: str) -> str:
+    # a field name comes from the file: a newline or a control character in it would break the
+    # one-line message, a lone surrogate would break printing it
+    return name if name.isprintable() else name.encode("unicode_escape").decode("ascii")
 
 
 # schema: field -> (python type, required); lists carry their item type after the colon
@@ -118,6 +125,41 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: str):
+        self.key = key
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return obj
+
+
+def _unencodable(value: Any, where: str = "") -> str | None:
+    """The field (a path like memory[0].prompt) of the first string that UTF-8 cannot encode."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where or "(value)"
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            here = f"{where}.{k}" if where else k
+            bad = _unencodable(k, here) or _unencodable(v, here)
+            if bad is not None:
+                return bad
+    if isinstance(value, list):
+        for j, v in enumerate(value):
+            bad = _unencodable(v, f"{where}[{j}]")
+            if bad is not None:
+                return bad
+    return None
+
+
 def read_jsonl(path: Path) -> list[tuple[int, dict]]:
     """Parse a JSONL file into (line number, object) pairs; blank lines are skipped."""
     try:
@@ -136,12 +178,26 @@ def read_jsonl(path: Path) -> list[tuple[int, dict]]:
             raise CorpusError(path, n, None, f"not valid UTF-8 (byte {e.start}: 0x{line[e.start]:02x})") from None
         if not text.strip():
             continue
+        if text.startswith("\ufeff"):
+            raise CorpusError(path, n, None, "starts with a byte order mark (U+FEFF): save the file as UTF-8 "
+                                             "without a BOM")
         try:
-            obj = json.loads(text)
+            obj = json.loads(text, object_pairs_hook=_no_duplicate_keys)
         except json.JSONDecodeError as e:
             raise CorpusError(path, n, None, f"not valid JSON: {e.msg} at column {e.colno}") from None
+        except _DuplicateKey as e:
+            raise CorpusError(path, n, e.key, "appears twice in one object (JSON would keep the last silently)") from None
+        except RecursionError:
+            raise CorpusError(path, n, None, "not valid JSON here: nested too deeply") from None
+        except ValueError:  # the only other ValueError: an integer of more digits than python converts
+            raise CorpusError(path, n, None, f"not valid JSON here: a number of more than "
+                                             f"{sys.get_int_max_str_digits()} digits") from None
         if not isinstance(obj, dict):
             raise CorpusError(path, n, None, f"expected a JSON object, got {type(obj).__name__}")
+        bad = _unencodable(obj)
+        if bad is not None:
+            # JSON's \ud800 escapes decode to lone surrogates, which no text in UTF-8 can hold
+            raise CorpusError(path, n, bad, "holds a lone surrogate escape (\\ud800-\\udfff), which is not text")
         rows.append((n, obj))
     if not rows:
         raise CorpusError(path, None, None, "file has no records")
@@ -210,7 +266,13 @@ def load_bench(path: Path, intents: list[Intent], expected_kind: str | None = No
             raise CorpusError(path, n, "kind", f"one bench file holds one kind: {kind!r} above, {k!r} here")
         kind = k
     items = _validate(path, rows, BENCH_SCHEMAS[kind])
+    first: dict[str, int] = {}
     for it in items:
+        key = it["goal"] if kind != "gallery" else json.dumps([it["prompt"], it.get("memory", [])], sort_keys=True)
+        line = first.setdefault(key, it["line"])
+        if line != it["line"]:
+            field_name = "goal" if kind != "gallery" else "prompt"
+            raise CorpusError(path, it["line"], field_name, _duplicate(it[field_name], line))
         if kind in ("policy", "paraphrase"):
             _check_intent(path, it, "intent", it["intent"], known)
         elif kind == "plan":
@@ -236,11 +298,17 @@ def load_corpus(root: Path) -> Corpus:
         if prev[0] != g["intent"]:
             raise CorpusError(path, g["line"], "goal",
                               f"{g['goal']!r} is labelled {g['intent']!r} here and {prev[0]!r} on line {prev[1]}")
+        if prev[1] != g["line"]:
+            raise CorpusError(path, g["line"], "goal", _duplicate(g["goal"], prev[1]))
 
     path = root / "plans.jsonl"
     plans = _validate(path, read_jsonl(path), SCHEMAS["plans.jsonl"])
+    first_plan: dict[str, int] = {}
     for p in plans:
         _check_plan(path, p, known)
+        line = first_plan.setdefault(p["goal"], p["line"])
+        if line != p["line"]:
+            raise CorpusError(path, p["line"], "goal", _duplicate(p["goal"], line))
 
     path = root / "dialogues.jsonl"
     dialogues = _validate(path, read_jsonl(path), SCHEMAS["dialogues.jsonl"])
@@ -254,4 +322,31 @@ def load_corpus(root: Path) -> Corpus:
         next_turn[d["conversation"]] = want + 1
 
     benches = {kind: load_bench(root / name, intents, kind) for kind, name in BUNDLED_BENCHES.items()}
+    _check_held_out(root, benches, goals, plans, dialogues)
     return Corpus(root, intents, goals, plans, dialogues, benches)
+
+
+def _duplicate(key: str, line: int) -> str:
+    # a record listed twice is trained (or scored) twice as often, silently: the bundled corpus has none
+    return f"{_show(key)} is already on line {line} (a record listed twice counts twice)"
+
+
+def _check_held_out(root: Path, benches: dict[str, Bench], goals: list[dict], plans: list[dict],
+                    dialogues: list[dict]) -> None:
+    """Bench lines never appear in a training file: a bench the model trained on measures nothing."""
+    trained = {g["goal"]: ("goals.jsonl", g["line"]) for g in reversed(goals)}
+    trained.update({p["goal"]: ("plans.jsonl", p["line"]) for p in reversed(plans) if p["goal"] not in trained})
+    for kind in ("policy", "paraphrase", "plan"):
+        for it in benches[kind].items:
+            if it["goal"] in trained:
+                name, line = trained[it["goal"]]
+                raise CorpusError(benches[kind].path, it["line"], "goal",
+                                  f"{_show(it['goal'])} is also a training goal ({name} line {line}): bench lines "
+                                  f"are held out")
+    # a gallery line is its prompt with its memory: a memory-free prompt must be one no dialogue trains
+    prompts = {d["prompt"]: d["line"] for d in reversed(dialogues)}
+    for it in benches["gallery"].items:
+        if not it["memory"] and it["prompt"] in prompts:
+            raise CorpusError(benches["gallery"].path, it["line"], "prompt",
+                              f"{_show(it['prompt'])} is also a training prompt (dialogues.jsonl line "
+                              f"{prompts[it['prompt']]}): bench lines are held out")
