@@ -13,6 +13,7 @@ global batch, and the weights stay identical on every rank.
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -89,7 +90,10 @@ class Ranks:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)  # see above
+        # newer torch renamed the flag (and syncs buffers once at init either way, which is fine here)
+        if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+            return DistributedDataParallel(module, device_ids=ids, forward_sync_buffers=False)
+        return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
 
     # --- collectives (each a no-op for one process)
 
