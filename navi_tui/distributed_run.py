@@ -112,8 +112,9 @@ def worker_main(argv: list[str] | None = None) -> int:
             print(f"navi-tui: rank {rank} failed: {message}", file=sys.stderr)
         _record_failure(argv, resolve_home, rank, message, 1)
         return 1
-    if rank == 0 and code == 1 and os.environ.get(LAUNCHER_ENV):
-        return 0  # a verdict, not a crash: the launcher reads it from the store
+    if rank == 0 and code == 1:
+        # a verdict (a gate failed), not a crash: under train --nproc the launcher reads it from the store
+        return 0 if os.environ.get(LAUNCHER_ENV) else 1
     if code:
         _record_failure(argv, resolve_home, rank, f"exit {code}", code)
     return code

@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -119,6 +121,40 @@ def test_a_batch_that_does_not_split_is_refused_with_exit_2_before_anything_is_w
     proc = navi("--home", home, "--no-ui", "train", "--nproc", 0, env=env())
     assert proc.returncode == 2 and proc.stderr.strip() == "navi-tui: error: --nproc must be at least 1, got 0"
     assert not home.exists()
+
+
+def test_sigterm_to_the_launcher_stops_every_rank_at_a_step_and_rank_0_judges_the_run(tmp_path, small_corpus):
+    home = tmp_path / "home"
+    proc = subprocess.Popen([sys.executable, "-m", "navi_tui", "--home", str(home), "--no-ui", "--device", "cpu",
+                             "train", "--nproc", "2", "--steps", "400", "--data", str(small_corpus)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env())
+    try:
+        deadline = time.monotonic() + 180
+        # the first policy loss in the store: both ranks are stepping
+        while not ((home / "navi.db").exists() and Store(home).latest_run()
+                   and Store(home).metrics(1, "loss")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(60)
+    assert proc.returncode == 1, err[-3000:]  # the verdict of a stopped run: its gates fail
+    with Store(home) as store:
+        run = store.get_run(1)
+        assert run["status"] == "stopped", run
+        policy_steps = max(m["step"] for m in store.metrics(1, "loss") if m["phase"] == "policy")
+        assert policy_steps < 400  # stopped at a step boundary, not trained to the end
+        assert store.checkpoints(1)  # what it had is saved
+    assert "stopping the ranks" in out
+
+
+def test_the_console_does_not_take_nproc(tmp_path):
+    proc = navi("--home", tmp_path / "home", "train", "--nproc", 2, env=env())
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("navi-tui: error: --nproc 2: several processes train headless")
 
 
 def test_a_failed_rank_reaches_the_store_as_an_event_and_fails_the_run(tmp_path, small_corpus):
