@@ -90,6 +90,24 @@ def train_all(ranks: Ranks = ONE_PROCESS) -> dict:
                      control=control, ranks=ranks)
     out["stopped"] = payloads[-1]
     out["stopped_steps"] = r.steps
+    if ranks.distributed:
+        # the other way round: a checkpoint of one process, continued by the ranks
+        one_control, one_payloads = TrainingControl(), []
+
+        def one_emit(event):
+            if isinstance(event, MetricsLogged) and event.step == STOP_AT:
+                one_control.stop()
+            if isinstance(event, CheckpointReady):
+                one_payloads.append(event.payload)
+
+        torch.manual_seed(0)
+        train_policy(PolicyModel(ENC, len(INTENTS)), pdata, POLICY_CFG, steps=POLICY_STEPS, device=CPU,
+                     emit=one_emit, control=one_control)
+        torch.manual_seed(1)  # other initial weights: the checkpoint's must win
+        resumed = PolicyModel(ENC, len(INTENTS))
+        train_policy(resumed, pdata, POLICY_CFG, steps=POLICY_STEPS, device=CPU, emit=lambda e: None,
+                     resume=one_payloads[-1], ranks=ranks)
+        out["one_process_checkpoint_resumed"] = _state(resumed)
     return out
 
 

@@ -234,6 +234,12 @@ def test_a_stop_asked_of_one_rank_stops_both_and_its_checkpoint_resumes_in_one_p
     assert max_diff(resumed.state_dict(), one["policy"]) < SAME_AS_ONE_PROCESS
 
 
+def test_a_one_process_checkpoint_resumes_in_two_ranks(toy_ranks):
+    (r0, r1), one = toy_ranks
+    for r in (r0, r1):
+        assert max_diff(r["one_process_checkpoint_resumed"], one["policy"]) < SAME_AS_ONE_PROCESS
+
+
 # --- the loss denominators, without processes
 
 def _grads(model: torch.nn.Module) -> list[torch.Tensor]:
