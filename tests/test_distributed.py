@@ -172,6 +172,22 @@ def test_a_failed_rank_reaches_the_store_as_an_event_and_fails_the_run(tmp_path,
     assert rank_events == ["rank 1 failed: RuntimeError: planted fault in the planner phase"], rank_events
 
 
+def test_when_rank_0_is_killed_the_launcher_records_the_other_ranks_failure_and_marks_the_run_crashed(
+        tmp_path, small_corpus):
+    home = tmp_path / "home"
+    fault_env = env(NAVI_TEST_FAULT_RANK="0", NAVI_TEST_FAULT_MODE="kill")
+    fault_env["PYTHONPATH"] = os.pathsep.join([str(TESTS / "ddp_fault"), fault_env["PYTHONPATH"]])
+    proc = navi("--home", home, "--no-ui", "--device", "cpu", "train", "--nproc", 2, "--steps", 2,
+                "--data", small_corpus, env=fault_env)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    with Store(home) as store:
+        run = store.list_runs()[0]
+        assert run["status"] == "crashed", run
+        rank_events = [e["message"] for e in store.events(run["id"]) if e["kind"] == "rank"]
+    # rank 1 lost its peer in a collective: that is its failure, recorded by the launcher
+    assert len(rank_events) == 1 and rank_events[0].startswith("rank 1 failed: "), rank_events
+
+
 def test_without_nproc_drops_only_the_nproc_option():
     assert without_nproc(["--no-ui", "train", "--nproc", "2", "--steps", "3"]) == ["--no-ui", "train", "--steps", "3"]
     assert without_nproc(["train", "--nproc=4"]) == ["train"]
