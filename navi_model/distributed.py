@@ -84,7 +84,8 @@ class Ranks:
         module itself for one process. Every parameter that trains must get a gradient each step
         (find_unused_parameters stays off: it costs a graph walk per step). Buffers are not
         broadcast every step: the brain's buffers are rotary tables, identical everywhere, and the
-        talker's batch-norm running statistics, of which rank 0's are the ones evaluated."""
+        talker's batch-norm running statistics, which every rank updates from the same global
+        batch (TalkerModel._norm_as_batch)."""
         if not self.distributed:
             return module
         from torch.nn.parallel import DistributedDataParallel

@@ -77,20 +77,42 @@ class TalkerModel(nn.Module):
                                  torch.cat([prompt_valid, mem_valid.reshape(B * K, T)]))
         return self.prefix_from_pooled(pooled[:B], pooled[B:].view(B, K, -1), mem_present)
 
-    def prefix_from_pooled(self, prompt_pooled, mem_pooled, mem_present):
+    def prefix_from_pooled(self, prompt_pooled, mem_pooled, mem_present, batch_pooled=None):
         """encode_prefix from the encoder's pooled vectors: prompt (B, C), memories (B, K, C).
 
         A frozen encoder gives every text the same pooled vector at every step, so training
         computes them once (EncoderCache) and starts here.
+        batch_pooled: the pooled vectors (no gradient) of a whole batch these rows are a slice of,
+        whose statistics the batch norm takes (under DDP: the global batch, see below).
         """
         B, K, C = mem_pooled.shape
         k = self.cfg.prefix_k
-        both = self.to_concept(self.concept_norm(torch.cat([prompt_pooled, mem_pooled.reshape(B * K, C)])))
+        pooled = torch.cat([prompt_pooled, mem_pooled.reshape(B * K, C)])
+        normed = self.concept_norm(pooled) if batch_pooled is None else self._norm_as_batch(pooled, batch_pooled)
+        both = self.to_concept(normed)
         concept, mem = both[:B], both[B:].view(B, K, -1)
         prefix = torch.cat([self.projector(mem).view(B, K * k, -1), self.projector(concept).view(B, k, -1)], dim=1)
         present = torch.cat([mem_present.repeat_interleave(k, dim=1),
                              torch.ones(B, k, dtype=torch.bool, device=mem_present.device)], dim=1)
         return prefix, present
+
+    def _norm_as_batch(self, x: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        """concept_norm in training mode, with the statistics of `batch` instead of x's own.
+
+        Under DDP each rank holds a slice of the global batch; a batch norm of the slice alone
+        would normalise by the slice's statistics, and the step would not be the one-process
+        step. With the frozen encoder's cached vectors every rank has the global batch's pooled
+        vectors at hand (constants: no gradient flows into them), so it normalises by those, and
+        updates the running statistics exactly as one process would."""
+        bn = self.concept_norm
+        mean, var = batch.mean(0), batch.var(0, unbiased=False)
+        if self.training and bn.track_running_stats:
+            with torch.no_grad():
+                n = batch.shape[0]
+                bn.running_mean.mul_(1 - bn.momentum).add_(mean, alpha=bn.momentum)
+                bn.running_var.mul_(1 - bn.momentum).add_(var * (n / max(n - 1, 1)), alpha=bn.momentum)
+                bn.num_batches_tracked += 1
+        return (x - mean) * torch.rsqrt(var + bn.eps)
 
     def decode(self, prefix: torch.Tensor, present: torch.Tensor, dec_inputs: torch.Tensor) -> torch.Tensor:
         B, P, _ = prefix.shape
@@ -392,7 +414,8 @@ class TalkerStepLoss(nn.Module):
 
     A module, holding the talker, so that under DDP one wrapper serves SFT and DA (set da_mix
     between them) and each step is one forward of it, however many decoder passes DA makes.
-    The denominator (a device tensor, see talk_loss) is given under DDP only.
+    Under DDP only, three more inputs follow: the denominator (a device tensor, see talk_loss) and
+    the global batch's rows and memory rows, whose cached vectors give the batch norm its statistics.
     """
 
     def __init__(self, model: TalkerModel, data: TalkData, cache: EncoderCache | None, device: torch.device,
@@ -405,10 +428,14 @@ class TalkerStepLoss(nn.Module):
         self.device_type = device.type
         self.da_mix = da_mix
 
-    def _forward(self, idx, mem_rows, present, dec_in):
+    def _forward(self, idx, mem_rows, present, dec_in, batch_rows=None):
         model, data, cache = self.model, self.data, self.cache
         if cache is not None:
-            prefix = model.prefix_from_pooled(cache.prompt[idx], cache.memory[mem_rows], present)
+            batch = None
+            if batch_rows is not None:
+                rows, mem = batch_rows
+                batch = torch.cat([cache.prompt[rows], cache.memory[mem].flatten(0, 1)])
+            prefix = model.prefix_from_pooled(cache.prompt[idx], cache.memory[mem_rows], present, batch)
             return model.decode(*prefix, dec_in)
         return model(data.prompt_ids[idx], data.prompt_valid[idx], data.mem_ids[mem_rows], data.mem_valid[mem_rows],
                      present, dec_in)
@@ -418,22 +445,24 @@ class TalkerStepLoss(nn.Module):
             return self._sft(idx, mem_rows, present, noisy, *rest)
         return self._da(idx, mem_rows, present, noisy, *rest)
 
-    def _sft(self, idx, mem_rows, present, noisy, denom=None):
+    def _sft(self, idx, mem_rows, present, noisy, denom=None, rows=None, mem=None):
+        batch = None if rows is None else (rows, mem)
         with torch.autocast(device_type=self.device_type, dtype=torch.bfloat16, enabled=self.use_bf16):
-            logits = self._forward(idx, mem_rows, present, noisy)
+            logits = self._forward(idx, mem_rows, present, noisy, batch)
         return talk_loss(logits, self.data.dec_targets[idx], denom), present.any(dim=1).sum()
 
-    def _da(self, idx, mem_rows, present, noisy, cut, denom=None):
+    def _da(self, idx, mem_rows, present, noisy, cut, denom=None, rows=None, mem=None):
+        batch = None if rows is None else (rows, mem)
         da_mix = self.da_mix
         dec_in, dec_tgt = self.data.dec_inputs[idx], self.data.dec_targets[idx]
         with torch.autocast(device_type=self.device_type, dtype=torch.bfloat16, enabled=self.use_bf16):
             with torch.no_grad():
-                own = self._forward(idx, mem_rows, present, dec_in).argmax(-1)  # the model's own next byte at every position
+                own = self._forward(idx, mem_rows, present, dec_in, batch).argmax(-1)  # the model's own next byte at every position
             pos = torch.arange(dec_in.shape[1], device=dec_in.device)[None, :]
             replace = (pos >= cut) & (pos > 0) & (dec_in < 256)
             mixed = torch.where(replace, torch.cat([dec_in[:, :1], own[:, :-1]], dim=1), dec_in)
-            loss = ((1 - da_mix) * talk_loss(self._forward(idx, mem_rows, present, noisy), dec_tgt, denom)
-                    + da_mix * talk_loss(self._forward(idx, mem_rows, present, mixed), dec_tgt, denom))
+            loss = ((1 - da_mix) * talk_loss(self._forward(idx, mem_rows, present, noisy, batch), dec_tgt, denom)
+                    + da_mix * talk_loss(self._forward(idx, mem_rows, present, mixed, batch), dec_tgt, denom))
         return loss, present.any(dim=1).sum()
 
 
@@ -614,7 +643,8 @@ def _train_sft(model, data, step_loss, cfg, opt, sampler, gen, seen, start, step
         mem_rows, present = memory_rows(data, idx, K, gen)
         noisy = pad_denoise(data.dec_inputs[idx], denoise_share(step, steps, cfg.denoise_max), gen)
         if ranks.distributed:
-            train_step(lr, *map(ranks.shard, (idx, mem_rows, present, noisy)), real_targets(data, idx, ranks))
+            train_step(lr, *map(ranks.shard, (idx, mem_rows, present, noisy)), real_targets(data, idx, ranks),
+                       idx, mem_rows)
         else:
             train_step(lr, idx, mem_rows, present, noisy)
         announce_ready(train_step, "sft", emit)
@@ -684,7 +714,7 @@ def _train_da(model, data, step_loss, cfg, device, emit, control, gen, sampler, 
         noisy = pad_denoise(data.dec_inputs[idx], cfg.denoise_max, gen)
         if ranks.distributed:
             train_step(cfg.da_lr, *map(ranks.shard, (idx, mem_rows, present, noisy, cut)),
-                       real_targets(data, idx, ranks))
+                       real_targets(data, idx, ranks), idx, mem_rows)
         else:
             train_step(cfg.da_lr, idx, mem_rows, present, noisy, cut)
         announce_ready(train_step, "da", emit)
