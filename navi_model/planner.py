@@ -31,12 +31,13 @@ import torch.nn.functional as F
 from navi_model.config import PlannerConfig, TrainConfig
 from navi_model.control import TrainingControl
 from navi_model.corpus.load import Bench, CorpusError
+from navi_model.distributed import ONE_PROCESS, Ranks
 from navi_model.events import CheckpointReady, EmitFn, LogLine, MetricsLogged
 from navi_model.model import Block, Encoder, RMSNorm, _init_weights, rotary_tables
 from navi_model.step import LossFn, plain_optimizer_state
 from navi_model.train import (
     EpochSampler, PeriodicCheckpoints, announce_ready, coverage, flushes_denormals_on_cpu, get_lr, make_optimizer,
-    make_train_step, restore_training_state, training_state,
+    make_train_step, restore_training_state, stop_asked, training_state,
 )
 from navi_model.vocab import (
     TruncationError, Vocabulary, check_ids, drop_shared_left_padding, encode_encoder_batch, text_bytes,
@@ -196,10 +197,18 @@ def class_weights(targets: torch.Tensor, vocab: PlanVocab) -> tuple[torch.Tensor
     return weights.float(), stats
 
 
-def plan_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def plan_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
+              denom: torch.Tensor | None = None) -> torch.Tensor:
     """sum(w[y] * ce) / sum(w[y]) over the non-PAD targets: cross_entropy with a class weight and
-    mean reduction divides by the summed weights of the targets it kept."""
-    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), weight=weights, ignore_index=PAD)
+    mean reduction divides by the summed weights of the targets it kept.
+
+    denom: divide the weighted sum by this instead (under DDP: the whole global batch's summed
+    weights over world_size, so that DDP's gradient average gives the global batch's gradient)."""
+    if denom is None:
+        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), weight=weights, ignore_index=PAD)
+    total = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), weight=weights, ignore_index=PAD,
+                            reduction="sum")
+    return total / denom
 
 
 @dataclass
@@ -261,13 +270,16 @@ def planner_payload(model: PlannerModel, opt: torch.optim.Optimizer, vocab: Plan
 
 
 def planner_loss(model: PlannerModel, data: PlanData, weights: torch.Tensor, device: torch.device) -> LossFn:
-    """A batch of row indices -> (class-weighted loss, correct targets, real targets)."""
+    """A batch of row indices [, the loss denominator] -> (class-weighted loss, correct targets, real targets).
+
+    The denominator (a device tensor, see plan_loss) is given under DDP only: one process keeps
+    the step it always had, and its CUDA graph the same static inputs."""
     use_bf16 = device.type == "cuda"
     # a CUDA step keeps its shapes (graph, compile); elsewhere the all-pad goal columns go: the
     # goal still ends right before BOS, so every relative position the decoder sees is the same
     trim = device.type != "cuda"
 
-    def loss_fn(idx: torch.Tensor):
+    def loss_fn(idx: torch.Tensor, denom: torch.Tensor | None = None):
         targets = data.plan_targets[idx]
         goal_ids, goal_valid = data.goal_ids[idx], data.goal_valid[idx]
         if trim:
@@ -276,7 +288,7 @@ def planner_loss(model: PlannerModel, data: PlanData, weights: torch.Tensor, dev
             logits = model(goal_ids, goal_valid, data.plan_inputs[idx])
         real = targets != PAD
         correct = ((logits.detach().argmax(-1) == targets) & real).sum()
-        return plan_loss(logits, targets, weights), correct, real.sum()
+        return plan_loss(logits, targets, weights, denom), correct, real.sum()
 
     return loss_fn
 
@@ -294,13 +306,17 @@ def train_planner(
     control: TrainingControl | None = None,
     checkpoint_extra: dict | None = None,
     resume: dict | None = None,
+    ranks: Ranks = ONE_PROCESS,
 ) -> PlannerTrainResult:
     """Train for `steps` steps (fewer if the control object stops it); always ends with a checkpoint.
 
     Loss: class-weighted mean cross-entropy over the non-PAD targets (weights from class_weights).
     resume: a payload this trainer emitted earlier; the run continues from its step to `steps`.
+    ranks: under DDP, every rank draws the same global batch and trains on its shard; the loss is
+    divided by the global batch's summed class weights (times world_size, which DDP's average undoes).
     """
     _check_vocab(model, vocab)
+    ranks.check_batch(cfg.batch_size, "planner")
     model.to(device).train()
     opt = make_optimizer(model, cfg, device)
     sampler = EpochSampler(data.n, cfg.batch_size, device, cfg.seed)
@@ -327,7 +343,8 @@ def train_planner(
         start = restore_training_state(resume, model=model, opt=opt, sampler=sampler, seen=seen)
         emit(LogLine("info", "resume", f"planner: continuing from step {start} of {steps}"))
     # built after the restore: a graph must see the optimizer state it will update in place
-    train_step = make_train_step(model, opt, planner_loss(model, data, weights, device), cfg, device)
+    train_step = make_train_step(model, opt, planner_loss(ranks.wrap(model), data, weights, device), cfg, device,
+                                 ranks)
     periodic = PeriodicCheckpoints(cfg.checkpoint_every_s)
 
     def checkpoint() -> CheckpointReady:
@@ -338,13 +355,17 @@ def train_planner(
     # counted, not taken from the loop variable: the loop may run no step at all
     steps_done = start
     for step in range(start, steps):
-        if control is not None and control.checkpoint_between_steps():
+        if stop_asked(control, ranks, step, cfg.log_every):
             stopped = True
             break
         last_step = step == steps - 1
         lr = get_lr(step, steps, cfg)
         idx = sampler.next()
-        train_step(lr, idx)
+        if ranks.distributed:
+            # the global batch's summed weights, on the device: every rank holds the whole batch's rows
+            train_step(lr, ranks.shard(idx), weights[data.plan_targets[idx]].sum() / ranks.world_size)
+        else:
+            train_step(lr, idx)
         announce_ready(train_step, "planner", emit)
         steps_done = step + 1
         seen.index_add_(0, idx, ones[: idx.numel()])

@@ -15,6 +15,10 @@ in the caller, so every random stream advances exactly as it does eagerly.
 
 On the CPU, or with graph=False, the same call runs the step eagerly: one code path for the
 loss, the statistics and the schedule, whichever way the step is executed.
+
+Under DDP (ranks of more than one process) the step runs eagerly too: DDP all-reduces the
+gradients from hooks during backward, which a captured graph would not replay safely. Each
+window's statistics are then summed over the ranks in take(), the one sync of a window.
 """
 
 from __future__ import annotations
@@ -24,22 +28,28 @@ from typing import Callable, Sequence
 
 import torch
 
+from navi_model.distributed import ONE_PROCESS, Ranks
+
 # (*batch) -> (loss, *stats): every returned tensor is a scalar, summed over the log window
 LossFn = Callable[..., Sequence[torch.Tensor]]
 
 
 class TrainStep:
     def __init__(self, model: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: LossFn, *, grad_clip: float,
-                 device: torch.device, graph: bool | None = None, warmup: int = 3, compiled: bool = False):
-        """graph: None = capture on CUDA, eager elsewhere; False = always eager.
+                 device: torch.device, graph: bool | None = None, warmup: int = 3, compiled: bool = False,
+                 ranks: Ranks = ONE_PROCESS):
+        """graph: None = capture on CUDA, eager elsewhere (and under DDP); False = always eager.
         compiled: the model's blocks are under torch.compile (only reported: the first call compiles).
-        warmup: eager steps before the capture (at least one: it sizes the statistics)."""
+        warmup: eager steps before the capture (at least one: it sizes the statistics).
+        ranks: under DDP, loss_fn's loss is this rank's share of the global loss times world_size
+        (see navi_model.distributed); take() sums the statistics over the ranks."""
         if warmup < 1:
             raise ValueError(f"TrainStep needs at least one warm-up step before a capture, got {warmup}")
         self.model, self.opt, self.loss_fn = model, opt, loss_fn
         self.grad_clip = grad_clip
         self.device = device
-        self.graphed = device.type == "cuda" and graph is not False
+        self.ranks = ranks
+        self.graphed = device.type == "cuda" and graph is not False and not ranks.distributed
         self.compiled = compiled
         self.warmup = warmup
         self.calls = 0
@@ -130,6 +140,13 @@ class TrainStep:
         """Loss and stats summed since the last take, read back in the one host sync of a window."""
         if self.sums is None:
             return []
+        if self.ranks.distributed:
+            # each rank's loss is its share times world_size: the sum over ranks / world_size is the
+            # global batch's loss; the other statistics (counts) simply add up
+            values = self.ranks.sum_(self.sums.clone()).tolist()
+            values[0] /= self.ranks.world_size
+            self.sums.zero_()
+            return values
         values = self.sums.tolist()
         self.sums.zero_()
         return values

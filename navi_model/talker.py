@@ -27,12 +27,13 @@ import torch.nn.functional as F
 from navi_model.config import TalkerConfig, TalkerTrainConfig
 from navi_model.control import TrainingControl
 from navi_model.corpus.load import Bench, CorpusError
+from navi_model.distributed import ONE_PROCESS, Ranks
 from navi_model.events import CheckpointReady, EmitFn, LogLine, MetricsLogged
 from navi_model.model import Block, Encoder, RMSNorm, _init_weights, rotary_tables
 from navi_model.step import LossFn, plain_optimizer_state
 from navi_model.train import (
     EpochSampler, PeriodicCheckpoints, announce_ready, coverage, flushes_denormals_on_cpu, get_lr, make_optimizer,
-    make_train_step, restore_training_state, training_state,
+    make_train_step, restore_training_state, stop_asked, training_state,
 )
 from navi_model.vocab import (TALK_BOS, TALK_EOS, TALK_PAD, TALK_VOCAB, decode_talk, encode_decoder_batch,
                               encode_encoder_batch, text_bytes)
@@ -76,20 +77,42 @@ class TalkerModel(nn.Module):
                                  torch.cat([prompt_valid, mem_valid.reshape(B * K, T)]))
         return self.prefix_from_pooled(pooled[:B], pooled[B:].view(B, K, -1), mem_present)
 
-    def prefix_from_pooled(self, prompt_pooled, mem_pooled, mem_present):
+    def prefix_from_pooled(self, prompt_pooled, mem_pooled, mem_present, batch_pooled=None):
         """encode_prefix from the encoder's pooled vectors: prompt (B, C), memories (B, K, C).
 
         A frozen encoder gives every text the same pooled vector at every step, so training
         computes them once (EncoderCache) and starts here.
+        batch_pooled: the pooled vectors (no gradient) of a whole batch these rows are a slice of,
+        whose statistics the batch norm takes (under DDP: the global batch, see below).
         """
         B, K, C = mem_pooled.shape
         k = self.cfg.prefix_k
-        both = self.to_concept(self.concept_norm(torch.cat([prompt_pooled, mem_pooled.reshape(B * K, C)])))
+        pooled = torch.cat([prompt_pooled, mem_pooled.reshape(B * K, C)])
+        normed = self.concept_norm(pooled) if batch_pooled is None else self._norm_as_batch(pooled, batch_pooled)
+        both = self.to_concept(normed)
         concept, mem = both[:B], both[B:].view(B, K, -1)
         prefix = torch.cat([self.projector(mem).view(B, K * k, -1), self.projector(concept).view(B, k, -1)], dim=1)
         present = torch.cat([mem_present.repeat_interleave(k, dim=1),
                              torch.ones(B, k, dtype=torch.bool, device=mem_present.device)], dim=1)
         return prefix, present
+
+    def _norm_as_batch(self, x: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        """concept_norm in training mode, with the statistics of `batch` instead of x's own.
+
+        Under DDP each rank holds a slice of the global batch; a batch norm of the slice alone
+        would normalise by the slice's statistics, and the step would not be the one-process
+        step. With the frozen encoder's cached vectors every rank has the global batch's pooled
+        vectors at hand (constants: no gradient flows into them), so it normalises by those, and
+        updates the running statistics exactly as one process would."""
+        bn = self.concept_norm
+        mean, var = batch.mean(0), batch.var(0, unbiased=False)
+        if self.training and bn.track_running_stats:
+            with torch.no_grad():
+                n = batch.shape[0]
+                bn.running_mean.mul_(1 - bn.momentum).add_(mean, alpha=bn.momentum)
+                bn.running_var.mul_(1 - bn.momentum).add_(var * (n / max(n - 1, 1)), alpha=bn.momentum)
+                bn.num_batches_tracked += 1
+        return (x - mean) * torch.rsqrt(var + bn.eps)
 
     def decode(self, prefix: torch.Tensor, present: torch.Tensor, dec_inputs: torch.Tensor) -> torch.Tensor:
         B, P, _ = prefix.shape
@@ -187,8 +210,14 @@ def pad_denoise(dec_inputs: torch.Tensor, share: float, gen: torch.Generator | N
     return torch.where(hit & is_byte, torch.full_like(dec_inputs, TALK_PAD), dec_inputs)
 
 
-def talk_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=TALK_PAD)
+def talk_loss(logits: torch.Tensor, targets: torch.Tensor, denom: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross-entropy over the non-PAD targets; with denom, the sum over them divided by denom
+    (under DDP: the global batch's count of real targets over world_size, see navi_model.distributed)."""
+    if denom is None:
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                               ignore_index=TALK_PAD)
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=TALK_PAD,
+                           reduction="sum") / denom
 
 
 # --- inference: gallery, concept similarity, prefix use
@@ -374,42 +403,78 @@ class EncoderCache:
         return EncoderCache(*out)
 
 
-def talker_step_loss(model: TalkerModel, data: TalkData, cache: EncoderCache | None, device: torch.device,
-                     da_mix: float | None = None) -> LossFn:
-    """(rows, memory rows, memory present, decoder inputs[, DA cut]) -> (loss, rows with memory).
+class TalkerStepLoss(nn.Module):
+    """The talker's training loss as one module's forward:
+    (rows, memory rows, memory present, decoder inputs[, DA cut][, denominator]) -> (loss, rows with memory).
 
     SFT: the decoder reads the given (PAD-denoised) inputs. DA (da_mix set): from each row's cut
     on, every input byte is the model's own greedy prediction of it, and the loss mixes that
     with the SFT loss on the denoised inputs. Randomness stays with the caller, so a captured
     step replays exactly what an eager one computes.
-    """
-    use_bf16 = device.type == "cuda"
 
-    def forward(idx, mem_rows, present, dec_in):
+    A module, holding the talker, so that under DDP one wrapper serves SFT and DA (set da_mix
+    between them) and each step is one forward of it, however many decoder passes DA makes.
+    Under DDP only, three more inputs follow: the denominator (a device tensor, see talk_loss) and
+    the global batch's rows and memory rows, whose cached vectors give the batch norm its statistics.
+    """
+
+    def __init__(self, model: TalkerModel, data: TalkData, cache: EncoderCache | None, device: torch.device,
+                 da_mix: float | None = None):
+        super().__init__()
+        self.model = model
+        # plain attributes, not buffers: DDP has no business with the data
+        self.data, self.cache = data, cache
+        self.use_bf16 = device.type == "cuda"
+        self.device_type = device.type
+        self.da_mix = da_mix
+
+    def _forward(self, idx, mem_rows, present, dec_in, batch_rows=None):
+        model, data, cache = self.model, self.data, self.cache
         if cache is not None:
-            prefix = model.prefix_from_pooled(cache.prompt[idx], cache.memory[mem_rows], present)
+            batch = None
+            if batch_rows is not None:
+                rows, mem = batch_rows
+                batch = torch.cat([cache.prompt[rows], cache.memory[mem].flatten(0, 1)])
+            prefix = model.prefix_from_pooled(cache.prompt[idx], cache.memory[mem_rows], present, batch)
             return model.decode(*prefix, dec_in)
         return model(data.prompt_ids[idx], data.prompt_valid[idx], data.mem_ids[mem_rows], data.mem_valid[mem_rows],
                      present, dec_in)
 
-    def sft(idx, mem_rows, present, noisy):
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            logits = forward(idx, mem_rows, present, noisy)
-        return talk_loss(logits, data.dec_targets[idx]), present.any(dim=1).sum()
+    def forward(self, idx, mem_rows, present, noisy, *rest):
+        if self.da_mix is None:
+            return self._sft(idx, mem_rows, present, noisy, *rest)
+        return self._da(idx, mem_rows, present, noisy, *rest)
 
-    def da(idx, mem_rows, present, noisy, cut):
-        dec_in, dec_tgt = data.dec_inputs[idx], data.dec_targets[idx]
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+    def _sft(self, idx, mem_rows, present, noisy, denom=None, rows=None, mem=None):
+        batch = None if rows is None else (rows, mem)
+        with torch.autocast(device_type=self.device_type, dtype=torch.bfloat16, enabled=self.use_bf16):
+            logits = self._forward(idx, mem_rows, present, noisy, batch)
+        return talk_loss(logits, self.data.dec_targets[idx], denom), present.any(dim=1).sum()
+
+    def _da(self, idx, mem_rows, present, noisy, cut, denom=None, rows=None, mem=None):
+        batch = None if rows is None else (rows, mem)
+        da_mix = self.da_mix
+        dec_in, dec_tgt = self.data.dec_inputs[idx], self.data.dec_targets[idx]
+        with torch.autocast(device_type=self.device_type, dtype=torch.bfloat16, enabled=self.use_bf16):
             with torch.no_grad():
-                own = forward(idx, mem_rows, present, dec_in).argmax(-1)  # the model's own next byte at every position
+                own = self._forward(idx, mem_rows, present, dec_in, batch).argmax(-1)  # the model's own next byte at every position
             pos = torch.arange(dec_in.shape[1], device=dec_in.device)[None, :]
             replace = (pos >= cut) & (pos > 0) & (dec_in < 256)
             mixed = torch.where(replace, torch.cat([dec_in[:, :1], own[:, :-1]], dim=1), dec_in)
-            loss = ((1 - da_mix) * talk_loss(forward(idx, mem_rows, present, noisy), dec_tgt)
-                    + da_mix * talk_loss(forward(idx, mem_rows, present, mixed), dec_tgt))
+            loss = ((1 - da_mix) * talk_loss(self._forward(idx, mem_rows, present, noisy, batch), dec_tgt, denom)
+                    + da_mix * talk_loss(self._forward(idx, mem_rows, present, mixed, batch), dec_tgt, denom))
         return loss, present.any(dim=1).sum()
 
-    return sft if da_mix is None else da
+
+def talker_step_loss(model: TalkerModel, data: TalkData, cache: EncoderCache | None, device: torch.device,
+                     da_mix: float | None = None) -> LossFn:
+    """The step's loss for SFT (da_mix None) or DA: see TalkerStepLoss."""
+    return TalkerStepLoss(model, data, cache, device, da_mix)
+
+
+def real_targets(data: TalkData, idx: torch.Tensor, ranks: Ranks) -> torch.Tensor:
+    """The loss denominator under DDP: the global batch's real (non-PAD) targets over world_size."""
+    return (data.dec_targets[idx] != TALK_PAD).sum() / ranks.world_size
 
 
 def sft_sampler_batch(cfg: TalkerTrainConfig) -> int:
@@ -430,12 +495,19 @@ def train_talker(
     control: TrainingControl | None = None,
     checkpoint_extra: dict | None = None,
     resume: dict | None = None,
+    ranks: Ranks = ONE_PROCESS,
 ) -> TalkerTrainResult:
     """SFT for `steps` steps, then (if cfg.da_steps) DA with an automatic rollback on a gallery regression.
 
     resume: a payload this trainer emitted earlier. From an "sft" payload SFT continues from its
     step and the rest runs as usual; from a "da" payload SFT is skipped and the rest of DA runs.
+    ranks: under DDP, every rank draws the same global batch (rows, memory, noise) and trains on
+    its shard, the loss divided by the global batch's real targets (times world_size, which DDP's
+    average undoes). The gallery, the DA regression check and the rollback run on rank 0 alone;
+    the other ranks' weights are the same, and nothing trains after them.
     """
+    ranks.check_batch(cfg.batch_size, "talker sft")
+    ranks.check_batch(sft_sampler_batch(cfg), "talker da")
     extra = checkpoint_extra or {}
     model.to(device).train()
     if cfg.freeze_encoder:
@@ -454,6 +526,10 @@ def train_talker(
                                        seen=seen, gen=gen)
     # after the restore, so a resumed run caches the weights it continues with
     cache = EncoderCache.build(model, data, device) if cfg.freeze_encoder else None
+    # one loss module and one DDP wrapper for SFT and DA: the talker's trained parameters are the
+    # same in both, so every one of them gets a gradient at every step of either
+    step_loss = TalkerStepLoss(model, data, cache, device)
+    wrapped = ranks.wrap(step_loss)
     if from_da:
         sft_steps, stopped, last_loss = int(resume["sft_steps"]), False, math.nan
         da_start = start - sft_steps
@@ -462,8 +538,9 @@ def train_talker(
         emit(LogLine("info", "phase", f"talker sft: {steps} steps over {data.n_unique} unique prompts, batch {cfg.batch_size}"))
         if resume is not None:
             emit(LogLine("info", "resume", f"talker sft: continuing from step {start} of {steps}"))
-        sft_steps, stopped, last_loss, saved_at = _train_sft(model, data, cache, cfg, opt, sampler, gen, seen, start,
-                                                             steps, device, emit, gallery, control, extra)
+        sft_steps, stopped, last_loss, saved_at = _train_sft(model, data, wrapped, cfg, opt, sampler, gen, seen,
+                                                             start, steps, device, emit, gallery, control, extra,
+                                                             ranks)
         da_start = 0
 
     # coverage and memory share over the whole of SFT, from the counts (restored after a resume);
@@ -477,6 +554,8 @@ def train_talker(
     if from_da:
         # the pre-DA gallery ran before that payload was written: its summary stays the yardstick
         pre, rows = dict(resume["pre_da"]), []
+    elif not ranks.is_main:
+        pre, rows = {}, []
     else:
         rows = run_gallery(model, gallery, device)
         model.train()
@@ -494,8 +573,13 @@ def train_talker(
 
     # the pre-DA weights to roll back to; after a resume from a DA payload they are not in memory
     sft_state = None if from_da else {k: v.detach().clone() for k, v in model.state_dict().items()}
-    da_done, da_loss = _train_da(model, data, cache, cfg, device, emit, control, gen, sampler, sft_steps, da_start)
+    step_loss.da_mix = cfg.da_mix
+    da_done, da_loss = _train_da(model, data, wrapped, cfg, device, emit, control, gen, sampler, sft_steps, da_start, ranks)
     result.da_steps, result.final_loss = da_done, da_loss
+    if not ranks.is_main:
+        # judged on rank 0, on these same weights
+        result.seconds = time.perf_counter() - t0
+        return result
     rows_after = run_gallery(model, gallery, device)
     post = gallery_summary(rows_after)
     result.post_da = post
@@ -535,13 +619,13 @@ def _sft_checkpoint(model, opt, step: int, extra: dict, sampler, seen, gen) -> C
                            checkpoint_payload(model, opt, step, "sft", {**extra, **training_state(sampler, seen, gen)}))
 
 
-def _train_sft(model, data, cache, cfg, opt, sampler, gen, seen, start, steps, device, emit, gallery, control, extra
-               ) -> tuple[int, bool, float, int | None]:
+def _train_sft(model, data, step_loss, cfg, opt, sampler, gen, seen, start, steps, device, emit, gallery, control,
+               extra, ranks) -> tuple[int, bool, float, int | None]:
     """SFT steps start..steps-1 -> (steps done in all, stopped by the control object, last logged loss,
     the step of the last periodic checkpoint)."""
     K = model.cfg.memory_k
     n_weighted = int(cfg.batch_size * cfg.length_weighted_share)
-    train_step = make_train_step(model, opt, talker_step_loss(model, data, cache, device), cfg, device)
+    train_step = make_train_step(model, opt, step_loss, cfg, device, ranks)
     periodic = PeriodicCheckpoints(cfg.checkpoint_every_s)
     window, t_window = 0, time.perf_counter()
     last_loss, stopped = math.nan, False
@@ -549,7 +633,7 @@ def _train_sft(model, data, cache, cfg, opt, sampler, gen, seen, start, steps, d
     steps_done = start
 
     for step in range(start, steps):
-        if control is not None and control.checkpoint_between_steps():
+        if stop_asked(control, ranks, step, cfg.log_every):
             stopped = True
             break
         lr = get_lr(step, steps, cfg)
@@ -558,7 +642,11 @@ def _train_sft(model, data, cache, cfg, opt, sampler, gen, seen, start, steps, d
             idx = torch.cat([idx, torch.multinomial(data.resp_len, n_weighted, replacement=True, generator=gen)])
         mem_rows, present = memory_rows(data, idx, K, gen)
         noisy = pad_denoise(data.dec_inputs[idx], denoise_share(step, steps, cfg.denoise_max), gen)
-        train_step(lr, idx, mem_rows, present, noisy)
+        if ranks.distributed:
+            train_step(lr, *map(ranks.shard, (idx, mem_rows, present, noisy)), real_targets(data, idx, ranks),
+                       idx, mem_rows)
+        else:
+            train_step(lr, idx, mem_rows, present, noisy)
         announce_ready(train_step, "sft", emit)
         steps_done = step + 1
         seen.index_add_(0, idx, torch.ones_like(idx, dtype=seen.dtype))
@@ -566,9 +654,10 @@ def _train_sft(model, data, cache, cfg, opt, sampler, gen, seen, start, steps, d
         if periodic.due() and step < steps - 1:
             emit(_sft_checkpoint(model, opt, steps_done, extra, sampler, seen, gen))
             periodic.mark(steps_done)
-        # a person asked for the gallery now (the console's g key): all of it, at this step boundary
-        asked = gallery and control is not None and control.take("gallery")
-        if asked or (gallery and cfg.sample_every and (step + 1) % cfg.sample_every == 0 and step < steps - 1):
+        # a person asked for the gallery now (the console's g key): all of it, at this step boundary;
+        # samples are rank 0's to take (the other ranks hold the same weights and go on stepping)
+        asked = gallery and ranks.is_main and control is not None and control.take("gallery")
+        if asked or (gallery and ranks.is_main and cfg.sample_every and (step + 1) % cfg.sample_every == 0 and step < steps - 1):
             _sample(model, gallery, device, step + 1, emit, n=len(gallery) if asked else 3)
         if (step + 1) % cfg.log_every == 0 or step == steps - 1:
             loss_sum, mem_rows_sum = train_step.take()
@@ -598,23 +687,24 @@ def _sample(model: TalkerModel, gallery: list[dict], device: torch.device, step:
                      {"step": step, "prompt": r["prompt"], "output": r["output"], "reference": r["reference"]}))
 
 
-def _train_da(model, data, cache, cfg, device, emit, control, gen, sampler, start_step, first=0) -> tuple[int, float]:
+def _train_da(model, data, step_loss, cfg, device, emit, control, gen, sampler, start_step, first=0, ranks=ONE_PROCESS
+              ) -> tuple[int, float]:
     """DA: whole sequences whose decoder input, from a random point on, is the model's own greedy
     prediction of each byte, trained against the true response and mixed with the SFT loss.
 
     Runs DA steps first..cfg.da_steps-1 (first > 0 after a resume) -> (DA steps done in all, last logged loss).
+    step_loss: the TalkerStepLoss (or its DDP wrapper) with da_mix set.
     """
     model.train()
     opt = make_optimizer(model, cfg, device)
     K = model.cfg.memory_k
-    train_step = make_train_step(model, opt, talker_step_loss(model, data, cache, device, da_mix=cfg.da_mix), cfg,
-                                 device)
+    train_step = make_train_step(model, opt, step_loss, cfg, device, ranks)
     window, last, t_window = 0, math.nan, time.perf_counter()
     tokens_per_row = model.cfg.encoder.seq_len * (K + 1) + model.cfg.response_len  # as SFT counts them
     emit(LogLine("info", "phase", f"talker da: {cfg.da_steps} steps at lr {cfg.da_lr:g}, mix {cfg.da_mix}"))
     done = first  # counted: after a resume the loop may run no step at all
     for step in range(first, cfg.da_steps):
-        if control is not None and control.checkpoint_between_steps():
+        if stop_asked(control, ranks, step, cfg.log_every):
             break
         idx = sampler.next()
         mem_rows, present = memory_rows(data, idx, K, gen)
@@ -622,7 +712,11 @@ def _train_da(model, data, cache, cfg, device, emit, control, gen, sampler, star
         # the same random draws, in the same order, as before the step was captured: memory, cut, noise
         cut = (torch.rand(idx.shape[0], 1, device=device, generator=gen) * R).long()
         noisy = pad_denoise(data.dec_inputs[idx], cfg.denoise_max, gen)
-        train_step(cfg.da_lr, idx, mem_rows, present, noisy, cut)
+        if ranks.distributed:
+            train_step(cfg.da_lr, *map(ranks.shard, (idx, mem_rows, present, noisy, cut)),
+                       real_targets(data, idx, ranks), idx, mem_rows)
+        else:
+            train_step(cfg.da_lr, idx, mem_rows, present, noisy, cut)
         announce_ready(train_step, "da", emit)
         done = step + 1
         window += 1

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from navi_model.config import TrainConfig
 from navi_model.control import TrainingControl
 from navi_model.data import PolicyData
+from navi_model.distributed import ONE_PROCESS, Ranks
 from navi_model.events import CheckpointReady, EmitFn, LogLine, MetricsLogged
 from navi_model.model import PolicyModel, compile_blocks
 from navi_model.step import LossFn, TrainStep, load_optimizer_state, plain_optimizer_state
@@ -73,11 +74,23 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devic
 
 
 def make_train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, loss_fn: LossFn, cfg: TrainConfig,
-                    device: torch.device) -> TrainStep:
-    """The loop's one step, compiled and graph-captured on CUDA as the config asks, eager elsewhere."""
+                    device: torch.device, ranks: Ranks = ONE_PROCESS) -> TrainStep:
+    """The loop's one step, compiled and graph-captured on CUDA as the config asks, eager elsewhere
+    (and under DDP, whose gradient hooks a graph would not replay)."""
     compiled = device.type == "cuda" and cfg.compile and compile_blocks(model) > 0
     return TrainStep(model, opt, loss_fn, grad_clip=cfg.grad_clip, device=device,
-                     graph=None if cfg.cuda_graph else False, compiled=compiled)
+                     graph=None if cfg.cuda_graph else False, compiled=compiled, ranks=ranks)
+
+
+def stop_asked(control: TrainingControl | None, ranks: Ranks, step: int, every: int) -> bool:
+    """At a step boundary: should the loop stop? (Blocks while paused.) One process asks its
+    control object every step. Under DDP every rank must stop at the same step, so the ranks
+    agree every `every` steps (a log window: one small all-reduce there, none on other steps);
+    a stop asked in between waits for the next agreement."""
+    local = control is not None and control.checkpoint_between_steps()
+    if not ranks.distributed:
+        return local
+    return step % every == 0 and ranks.any(local)
 
 
 def announce_ready(step: TrainStep, phase: str, emit: EmitFn) -> None:
@@ -227,12 +240,16 @@ def train_policy(
     control: TrainingControl | None = None,
     checkpoint_extra: dict | None = None,
     resume: dict | None = None,
+    ranks: Ranks = ONE_PROCESS,
 ) -> PolicyTrainResult:
     """Train for `steps` steps (fewer if the control object stops it); always ends with a checkpoint.
 
     checkpoint_extra: plain values stored in the checkpoint beside the weights (intents, profile).
     resume: a payload this trainer emitted earlier; the run continues from its step to `steps`.
+    ranks: under DDP, every rank draws the same global batch and trains on its shard of it; the
+    policy's mean cross-entropy over an even shard is already its share of the global mean.
     """
+    ranks.check_batch(cfg.batch_size, "policy")
     model.to(device).train()
     opt = make_optimizer(model, cfg, device)
     sampler = EpochSampler(data.n, cfg.batch_size, device, cfg.seed)
@@ -249,7 +266,7 @@ def train_policy(
         start = restore_training_state(resume, model=model, opt=opt, sampler=sampler, seen=seen)
         emit(LogLine("info", "resume", f"policy: continuing from step {start} of {steps}"))
     # built after the restore: a graph must see the optimizer state it will update in place
-    train_step = make_train_step(model, opt, policy_loss(model, data, device), cfg, device)
+    train_step = make_train_step(model, opt, policy_loss(ranks.wrap(model), data, device), cfg, device, ranks)
     periodic = PeriodicCheckpoints(cfg.checkpoint_every_s)
 
     def checkpoint() -> CheckpointReady:
@@ -260,13 +277,13 @@ def train_policy(
     # counted, not taken from the loop variable: the loop may run no step at all
     steps_done = start
     for step in range(start, steps):
-        if control is not None and control.checkpoint_between_steps():
+        if stop_asked(control, ranks, step, cfg.log_every):
             stopped = True
             break
         last_step = step == steps - 1
         lr = get_lr(step, steps, cfg)
         idx = sampler.next()
-        train_step(lr, idx)
+        train_step(lr, ranks.shard(idx))
         announce_ready(train_step, "policy", emit)
         steps_done = step + 1
         seen.index_add_(0, idx, ones[: idx.numel()])

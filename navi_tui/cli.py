@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", type=Path, default=None, help="corpus folder in the bundled format (default: bundled)")
     train.add_argument("--resume", type=int, default=None, metavar="RUN",
                        help="continue RUN from its newest checkpoint, as a new run that names it")
+    train.add_argument("--nproc", type=int, default=1, metavar="N",
+                       help="train in N data-parallel processes on this host, through torchrun (default: 1)")
 
     rollback = sub.add_parser("rollback", help="continue a run from an earlier checkpoint, as a new run")
     rollback.add_argument("--run", type=int, required=True, help="the run to roll back")
@@ -157,13 +159,21 @@ def cmd_train(args, resume=None) -> int:
     from navi_model.config import get_profile
     from navi_model.control import TrainingControl
     from navi_model.corpus.load import load_corpus
+    from navi_model.distributed import ONE_PROCESS, Ranks, launched_by_torchrun
     from navi_tui.report import ProgressPrinter, print_gate_table
     from navi_model.brain import planned_steps
+    from navi_tui.distributed_run import batch_split_error, launch, launch_id
     from navi_tui.training_run import train_run
 
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps must be at least 1, got {args.steps}")
-    mirror = discord_mirror(resolve_home(args.home))
+    nproc = getattr(args, "nproc", 1)
+    if nproc < 1:
+        raise UsageError(f"--nproc must be at least 1, got {nproc}")
+    under_torchrun = launched_by_torchrun()
+    rank = int(os.environ.get("RANK", "0")) if under_torchrun else 0
+    # Discord is rank 0's: the other ranks of a torchrun job write and send nothing
+    mirror = discord_mirror(resolve_home(args.home)) if rank == 0 else None
     if resume is None and args.resume is not None:
         resume = _resume_point(args, None, rollback=False)
     # a continued run keeps its source's profile, data and --steps unless told otherwise
@@ -173,17 +183,42 @@ def cmd_train(args, resume=None) -> int:
     if args.steps is None and resume is not None:
         args.steps = resume.steps
     corpus = load_corpus(data)  # CorpusError -> exit 2
-    if resume is not None:
+    world = int(os.environ["WORLD_SIZE"]) if under_torchrun else nproc
+    split = batch_split_error(profile, world)
+    if split:
+        raise UsageError(split if not under_torchrun else split.replace(f"--nproc {world}", f"{world} torchrun processes"))
+    if nproc > 1 and not under_torchrun:
+        # everything above refused bad input with exit 2; the ranks run this same command
+        return launch(args.argv, nproc, resolve_home(args.home))
+    ranks = Ranks.from_env(device) if under_torchrun else ONE_PROCESS
+    if ranks.distributed:
+        device = ranks.device
+    if resume is not None and ranks.is_main:
         print(f"this run {resume.describe()}", flush=True)
 
     control = TrainingControl()
-    previous = signal.getsignal(signal.SIGINT)
+    # under torchrun, a stop comes as SIGTERM: torchrun passes on the launcher's ctrl-c that way
+    stop_signals = (signal.SIGINT, signal.SIGTERM) if ranks.distributed else (signal.SIGINT,)
+    previous = {s: signal.getsignal(s) for s in stop_signals}
 
     def on_interrupt(signum, frame):
         # first ctrl-c: stop at the next step boundary and judge what we have; second: abort
         print("\nstopping after this step (ctrl-c again to abort)", flush=True)
         control.stop()
-        signal.signal(signal.SIGINT, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+    if not ranks.is_main:
+        for s in stop_signals:
+            signal.signal(s, on_interrupt)
+        try:
+            train_run(corpus, profile, home=resolve_home(args.home), device=device, steps=args.steps,
+                      control=control, out=sys.stdout, resume=resume, ranks=ranks, launch_id=launch_id())
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+            ranks.close()
+        return EXIT_OK
 
     def start_mirror(run_id: int) -> None:
         # started once the run row exists: input that train_run refuses leaves no relay, lock or store behind
@@ -193,7 +228,8 @@ def cmd_train(args, resume=None) -> int:
 
     if not mirror.enabled:
         print(mirror.notice(), flush=True)
-    signal.signal(signal.SIGINT, on_interrupt)
+    for s in stop_signals:
+        signal.signal(s, on_interrupt)
     try:
         plan = planned_steps(corpus, profile, args.steps)
         # DA's steps continue the talker's count, so its total is SFT's plus its own
@@ -201,12 +237,15 @@ def cmd_train(args, resume=None) -> int:
         progress = ProgressPrinter({"policy": plan["policy"], "planner": plan["planner"], "sft": plan["talker"],
                                     "da": plan["talker"] + da_steps})
         outcome = train_run(corpus, profile, home=resolve_home(args.home), device=device, steps=args.steps,
-                            control=control, progress=progress, resume=resume, on_start=start_mirror)
+                            control=control, progress=progress, resume=resume, on_start=start_mirror,
+                            ranks=ranks, launch_id=launch_id() if ranks.distributed else None)
     except BaseException:
         close_mirror(mirror)  # the crash and the run's end still go out
         raise
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
+        ranks.close()
     print_gate_table(outcome.gates)
     for w in outcome.warnings:
         print(f"warning: {w}")
@@ -365,6 +404,9 @@ def run_console(args) -> int:
     training = args.command == "train"
     if training and args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps must be at least 1, got {args.steps}")
+    if training and args.nproc != 1:
+        raise UsageError(f"--nproc {args.nproc}: several processes train headless: run navi-tui --no-ui train "
+                         f"--nproc {args.nproc}, and follow the run in the console with navi-tui open")
     mirror = discord_mirror(home)  # a bad NAVI_DISCORD_* variable: exit 2 before any screen opens
     resume = _resume_point(args, None, rollback=False) if training and args.resume is not None else None
     device = resolve_device(args.device, training=True)
@@ -396,7 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)  # bad usage: argparse prints it and exits 2
     if args.command is None:
         # headless, the default is to train; the console opens on the home folder instead
-        args = parser.parse_args([*argv, "train" if args.no_ui else "open"])
+        argv = [*argv, "train" if args.no_ui else "open"]
+        args = parser.parse_args(argv)
+    args.argv = argv  # train --nproc N runs the same command line in each of its processes
 
     from navi_model.corpus.load import CorpusError
     from navi_model.vocab import TruncationError, VocabRangeError

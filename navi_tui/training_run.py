@@ -25,6 +25,7 @@ from navi_model.config import Profile
 from navi_model.control import TrainingControl
 from navi_model.corpus.load import Corpus
 from navi_model.brain import planned_steps, preflight, to_device
+from navi_model.distributed import ONE_PROCESS, Ranks
 from navi_model.evaluate import run_intent_bench
 from navi_model.events import EmitFn, Event, LogLine, MetricsLogged
 from navi_model.gates import GateVerdict, all_passed
@@ -87,9 +88,14 @@ def train_run(
     out: TextIO | None = None,
     resume: ResumePoint | None = None,
     on_start: Callable[[int], None] | None = None,
-) -> TrainOutcome:
+    ranks: Ranks = ONE_PROCESS,
+    launch_id: str | None = None,
+) -> TrainOutcome | None:
     """resume: start from a stored checkpoint (continue or rollback) as a new run that names its source.
-    on_start: called with the new run's id as soon as the store holds it (the console follows it)."""
+    on_start: called with the new run's id as soon as the store holds it (the console follows it).
+    ranks: one of several data-parallel processes. Rank 0 does all of the above; any other rank
+    trains the same models in step with it, writes nothing and returns None.
+    launch_id: the torchrun launch (distributed_run), recorded with the run; its ranks' failure files."""
     out = out or sys.stdout
     if steps is not None:
         # --steps N bounds every phase, DA included
@@ -100,6 +106,9 @@ def train_run(
     if resume is not None and cpu_data is not None:
         # a checkpoint that cannot continue on this data and profile is refused before the run row
         check_resume_point(resume, profile, cpu_data, corpus.intent_names, device)
+    if not ranks.is_main:
+        return _train_in_step(corpus, profile, plan, preflight_gates, cpu_data, device, control,
+                              resume.payloads if resume else {}, ranks)
     config = {
         "profile": profile.to_dict(),
         "data": str(corpus.root),
@@ -108,7 +117,10 @@ def train_run(
         "steps": plan,
         "steps_from": "--steps" if steps is not None else "coverage",
         "torch": torch.__version__,
+        "world_size": ranks.world_size,
     }
+    if ranks.distributed:
+        config.update(backend=ranks.backend, launch_id=launch_id)
     if resume is not None:
         config["resumed_from"] = {"run": resume.source_run, "checkpoint": resume.checkpoint["id"],
                                   "checkpoints": resume.checkpoint_ids, "rollback": resume.rollback}
@@ -127,10 +139,17 @@ def train_run(
             on_start(run_id)
         try:
             return _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight_gates, cpu_data, device,
-                                    control, progress, out, resume.payloads if resume else {})
+                                    control, progress, out, resume.payloads if resume else {}, ranks)
         except BaseException as e:
             # the run is over whatever happened; the store says how, in its log too
             status = "stopped" if isinstance(e, KeyboardInterrupt) else "failed"
+            if ranks.distributed:
+                # a collective that failed is most often another rank that failed first: its file
+                # says how (it writes it before it exits, and its exit is what broke the collective)
+                from navi_tui.distributed_run import failure_message, read_rank_failures
+
+                for failure in read_rank_failures(home, launch_id or "", wait_s=3.0):
+                    writer.event(run_id, "error", "rank", failure_message(failure), failure)
             writer.event(run_id, "warn" if status == "stopped" else "error", "crash",
                          f"training {status}: {type(e).__name__}: {e}"[:500])
             writer.close()
@@ -152,7 +171,7 @@ def _record_resume(store, writer, run_id: int, resume: ResumePoint) -> None:
 
 
 def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cpu_data, device, control, progress,
-                     out, start_from: dict[str, dict]) -> TrainOutcome:
+                     out, start_from: dict[str, dict], ranks: Ranks = ONE_PROCESS) -> TrainOutcome:
     t0 = time.perf_counter()
     control = control or TrainingControl()
     warnings = host_warnings()
@@ -165,7 +184,8 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
             print(f"[error] {reason}", file=out, flush=True)
 
         monitor = SystemMonitor(nvml_sampler(device.index or 0), control=control, on_stop=gpu_stop).start()
-    print(f"run {run_id}: profile {profile.name} on {device}; steps policy {plan['policy']}, planner "
+    on = f"{device} x{ranks.world_size} ({ranks.backend})" if ranks.distributed else str(device)
+    print(f"run {run_id}: profile {profile.name} on {on}; steps policy {plan['policy']}, planner "
           f"{plan['planner']}, talker {plan['talker']}", file=out, flush=True)
     recorder = RunRecorder(store, writer, run_id)
     emit = fanout(recorder, progress) if progress else recorder
@@ -227,6 +247,8 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
 
     th = profile.gates
     run_config = store.get_run(run_id)["config_json"]
+    # the other ranks train only if rank 0 does (its preflight is the one judged)
+    ranks.broadcast_ints([run_id, int(all_passed(preflight))])
     if not all_passed(preflight):
         # a truncated corpus or a broken gradient is not worth a single step (M-008, M-032)
         return finish("completed")
@@ -234,6 +256,11 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
 
     def stopped() -> bool:
         return control is not None and control.stopped
+
+    def stop_between_models() -> bool:
+        # every rank asks at the same two points (before the planner, before the talker): a stop
+        # asked of any rank stops them all
+        return ranks.any(stopped())
 
     # policy: goal -> intent
     torch.manual_seed(profile.policy_train.seed)
@@ -243,7 +270,7 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
     extra = {"intents": [i.__dict__ for i in corpus.intents], "profile": profile.name}
     with judged(monitor):
         r = train_policy(policy, data, profile.policy_train, steps=plan["policy"], device=device, emit=emit,
-                         control=control, checkpoint_extra=extra, resume=start_from.get("policy"))
+                         control=control, checkpoint_extra=extra, resume=start_from.get("policy"), ranks=ranks)
     steps_done["policy"], final_losses["policy"] = r.steps, r.final_loss
     gates = [G.coverage_gate("coverage_policy", r.coverage_min, r.coverage_mean, th.min_coverage)]
     for kind in ("policy", "paraphrase"):
@@ -254,7 +281,7 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
 
     # planner: goal -> STEP a STEP b ... EOS, its encoder warm from the policy's
     vocab = cpu_data.vocab
-    if stopped():
+    if stop_between_models():
         gates_by_model["planner"] = [G.not_run("plan_bench", th.plan_bench, ">=", "the run was stopped")]
     else:
         torch.manual_seed(profile.planner_train.seed)
@@ -264,7 +291,7 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
         with judged(monitor):
             pr = train_planner(planner, pdata, profile.planner_train, steps=plan["planner"], device=device, emit=emit,
                                vocab=vocab, control=control, checkpoint_extra={"profile": profile.name},
-                               resume=start_from.get("planner"))
+                               resume=start_from.get("planner"), ranks=ranks)
         steps_done["planner"], final_losses["planner"] = pr.steps, pr.final_loss
         items = run_plan_bench(planner, corpus.benches["plan"], vocab, device)
         # teacher-forced accuracy is reported beside the bench, never instead of it (M-014)
@@ -279,7 +306,7 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
 
     # talker: prompt (+ memory) -> response, its encoder warm from the policy's
     gallery = corpus.benches["gallery"].items
-    if stopped():
+    if stop_between_models():
         gates_by_model["talker"] = [G.not_run("gallery_quality", th.min_gallery_similarity, ">=", "the run was stopped")]
         return finish("stopped")
     torch.manual_seed(profile.talker_train.seed)
@@ -289,7 +316,7 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
     with judged(monitor):
         tr = train_talker(talker, tdata, profile.talker_train, steps=plan["talker"], device=device, emit=emit,
                           gallery=gallery, control=control, checkpoint_extra={"profile": profile.name},
-                          resume=start_from.get("talker"))
+                          resume=start_from.get("talker"), ranks=ranks)
     steps_done["talker"], final_losses["talker"] = tr.sft_steps + tr.da_steps, tr.final_loss
     gallery_rows = tr.gallery
     final = gallery_summary(gallery_rows)
@@ -307,6 +334,44 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
                              tr.rolled_back, th.max_da_regression),
     ]
     return finish("stopped" if tr.stopped or stopped() else "completed")
+
+
+def _train_in_step(corpus, profile, plan, preflight, cpu_data, device, control, start_from: dict[str, dict],
+                   ranks: Ranks) -> None:
+    """A rank other than 0: the same models, seeds and batches as rank 0's _train_and_judge, meeting
+    it at the same collectives (each trainer's DDP steps and log windows, the start, the two stop
+    checks between models). No store, no events, no evaluation: rank 0 judges the same weights."""
+    control = control or TrainingControl()
+    drop = lambda event: None  # noqa: E731 - rank 0's recorder keeps the events
+
+    def stop_between_models() -> bool:
+        return ranks.any(control.stopped)
+
+    _, train = ranks.broadcast_ints([0, int(all_passed(preflight))])
+    if not train:
+        return None
+    torch.manual_seed(profile.policy_train.seed)
+    policy = PolicyModel(profile.policy, len(corpus.intents))
+    train_policy(policy, to_device(cpu_data.policy, device), profile.policy_train, steps=plan["policy"],
+                 device=device, emit=drop, control=control, resume=start_from.get("policy"), ranks=ranks)
+    if not stop_between_models():
+        torch.manual_seed(profile.planner_train.seed)
+        planner = PlannerModel(profile.planner, cpu_data.vocab.size)
+        if profile.warm_start_encoders:
+            planner.encoder.load_state_dict(policy.encoder.state_dict())
+        train_planner(planner, to_device(cpu_data.plan, device), profile.planner_train, steps=plan["planner"],
+                      device=device, emit=drop, vocab=cpu_data.vocab, control=control,
+                      resume=start_from.get("planner"), ranks=ranks)
+    if stop_between_models():
+        return None
+    torch.manual_seed(profile.talker_train.seed)
+    talker = TalkerModel(profile.talker)
+    if profile.warm_start_encoders:
+        talker.encoder.load_state_dict(policy.encoder.state_dict())
+    train_talker(talker, to_device(cpu_data.talk, device), profile.talker_train, steps=plan["talker"], device=device,
+                 emit=drop, gallery=corpus.benches["gallery"].items, control=control,
+                 resume=start_from.get("talker"), ranks=ranks)
+    return None
 
 
 class SteppingWindows:

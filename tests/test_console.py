@@ -290,11 +290,14 @@ async def test_the_ui_handles_far_fewer_wakeups_than_events(tmp_path):
     assert 0 < len(handled) <= events
 
 
-async def test_the_console_follows_a_run_another_process_writes(tmp_path):
-    """Attach: a real headless navi-tui writes the run; the console reads only rows past its cursor."""
+@pytest.mark.parametrize("nproc", [1, 2], ids=["one process", "torchrun, 2 ranks"])
+async def test_the_console_follows_a_run_another_process_writes(tmp_path, nproc):
+    """Attach: a real headless navi-tui writes the run (in one process, or rank 0 of a torchrun job
+    of two: train --nproc 2); the console reads only rows past its cursor."""
     home = tmp_path / "home"
     proc = subprocess.Popen([sys.executable, "-m", "navi_tui", "--home", str(home), "--no-ui", "train",
-                             "--steps", "30"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             "--steps", "30", *(["--nproc", str(nproc)] if nproc > 1 else [])],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
         while not (home / "navi.db").exists() or not Store(home).latest_run():
@@ -312,12 +315,19 @@ async def test_the_console_follows_a_run_another_process_writes(tmp_path):
             with Store(home) as store:
                 n_loss = len(store.metrics(1, "loss"))
                 n_gates = len({e["gate"] for e in store.evals(1)})
+                world = json.loads(store.get_run(1)["config_json"])["world_size"]
             # every stored loss once: read past a cursor, never the history again
             assert sum(len(v) for v in app.view.loss.values()) == n_loss
             assert app.query_one(GatesTable).row_count == n_gates
-        assert seen_running
+        assert seen_running and world == nproc
     finally:
-        proc.kill()
+        if proc.poll() is None:
+            # SIGTERM: the launcher of train --nproc passes it on to its ranks, which a kill would orphan
+            proc.terminate()
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         proc.wait()
 
 
