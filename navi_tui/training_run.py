@@ -38,6 +38,7 @@ from store import StoreWriter
 from navi_tui.continuation import ResumePoint, check_resume_point
 from navi_tui.home import open_store
 from navi_tui.recorder import RunRecorder, eval_row
+from navi_tui.run_lock import TrainerLocks
 from navi_tui.system_monitor import SystemMonitor, host_warnings, nvml_sampler
 
 
@@ -114,12 +115,17 @@ def train_run(
                                   "checkpoints": resume.checkpoint_ids, "rollback": resume.rollback}
 
     store = open_store(home, create=True)
+    locks = TrainerLocks(store.home)
     try:
         crashed = store.mark_crashed_runs()
         if crashed:
             print(f"marked crashed: run {', '.join(map(str, crashed))} (its process ended without finishing)", file=out)
+        if resume is not None:
+            # one trainer per run: a live trainer of the source, or another continuation of it, refuses this one
+            locks.claim_source(store.get_run(resume.source_run))
         run_id = store.create_run(profile=profile.name, command="train", config=config,
                                   resumed_from=resume.source_run if resume else None)
+        locks.claim_own(run_id)
         writer = StoreWriter(store.path).start()
         if resume is not None:
             _record_resume(store, writer, run_id, resume)
@@ -139,6 +145,7 @@ def train_run(
         finally:
             writer.close()
     finally:
+        locks.release()
         store.close()
 
 
