@@ -113,12 +113,14 @@ def resolve_device(name: str, *, training: bool = False):
 def _resume_point(args, checkpoint_id: int | None, *, rollback: bool):
     from navi_tui.continuation import resume_point
     from navi_tui.home import open_store
+    from navi_tui.run_lock import refuse_if_busy
 
     run_id = args.resume if not rollback else args.run
     with open_store(resolve_home(args.home), create=False) as store:
         # the run to continue is most likely the one whose process died: say so before anything else
         print_crashed(store.mark_crashed_runs())
-        if rollback and checkpoint_id is None:
+        if rollback and checkpoint_id is None and (run := store.get_run(run_id)) is not None:
+            refuse_if_busy(store.home, run)  # before the search for a checkpoint to pick, which may refuse too
             checkpoint_id = _newest_passing_checkpoint(store, run_id)
         return resume_point(store, run_id, checkpoint_id, rollback=rollback)
 

@@ -10,6 +10,7 @@ it judged.
 from __future__ import annotations
 
 import hashlib
+import json
 from contextlib import contextmanager
 import math
 import sys
@@ -233,7 +234,7 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
                             warnings, _advice(store))
 
     th = profile.gates
-    run_config = store.get_run(run_id)["config_json"]
+    run_config = training_config(store.get_run(run_id)["config_json"])
     if not all_passed(preflight):
         # a truncated corpus or a broken gradient is not worth a single step (M-008, M-032)
         return finish("completed")
@@ -352,6 +353,15 @@ def judged(monitor: SystemMonitor | None):
             monitor.idle()
 
 
+def training_config(config_json: str | None) -> str:
+    """A run's config as constant_metric compares it: without the run it continues, which changes no
+    number. A resumed run reaches the numbers of a straight run of its config, and that is no constant
+    set upstream of training (found by the crash harness: every resume after a crash failed the gate)."""
+    config = json.loads(config_json or "{}")
+    config.pop("resumed_from", None)
+    return json.dumps(config, sort_keys=True)
+
+
 def _earlier_metrics(store, run_id: int) -> list[tuple[int, str, dict[str, float]]]:
     """(run id, config, end-of-run metrics) of every earlier finished run, for constant_metric."""
     out = []
@@ -359,7 +369,7 @@ def _earlier_metrics(store, run_id: int) -> list[tuple[int, str, dict[str, float
         if run["id"] != run_id and run["status"] in ("completed", "stopped"):
             values = {m["name"]: m["value"] for m in store.metrics(run["id"]) if m["phase"] == "eval"}
             if values:
-                out.append((run["id"], run["config_json"], values))
+                out.append((run["id"], training_config(run["config_json"]), values))
     return out
 
 

@@ -49,7 +49,8 @@ for _name in ("NAVI_DISCORD_WEBHOOK", "NAVI_DISCORD_TOKEN", "NAVI_DISCORD_CHANNE
 
 # the child: the real command line, every training phase of every profile changed as argv[1] says
 # (a JSON object of TrainConfig fields), as the tests change profile fields in process
-LAUNCH = ("import json, sys\n"
+LAUNCH = ("import json, sys, warnings\n"
+          "warnings.filterwarnings('ignore', message='Failed to initialize NumPy')  # as cli.main does, before torch\n"
           "from navi_model import config\n"
           "for p in config.PROFILES.values():\n"
           "    for t in (p.policy_train, p.planner_train, p.talker_train):\n"
@@ -257,6 +258,7 @@ class Trial:
     run_id: int | None = None
     phase: str | None = None  # the last phase the trainer printed before the kill
     checkpoints: int = 0  # the run's checkpoint rows after the kill
+    last_checkpoint: tuple | None = None  # (model, phase, step) of the newest
     integrity: str = ""
     fk_violations: int = 0
     emitted: int = 0  # metric windows and log lines printed before the kill
@@ -272,6 +274,8 @@ class Trial:
     resumed: dict | None = None  # run row of the continuation
     gates: dict[str, tuple[bool, float | None]] = field(default_factory=dict)
     seconds: float = 0.0
+    second: tuple[int, str] | None = None  # (exit, stderr) of a second resume while the first one trained
+    continuations: int = 0  # runs that name this one as resumed_from, after the resume(s)
     lines: list[tuple[float, str]] = field(default_factory=list, repr=False)
     killed_at: float = 0.0
 
@@ -301,13 +305,13 @@ def kill(setup: Setup, delay: float, after: re.Pattern | None = None) -> Trial:
     return trial
 
 
-def kill_trial(setup: Setup, delay: float, after: re.Pattern | None = None) -> Trial:
-    """One whole trial: the kill, the next start, the resume."""
+def kill_trial(setup: Setup, delay: float, after: re.Pattern | None = None, second: bool = False) -> Trial:
+    """One whole trial: the kill, the next start, the resume (and with second, a second resume meanwhile)."""
     t0 = time.monotonic()
     trial = kill(setup, delay, after)
     if trial.run_id is not None and trial.killed:
         observe_next_start(setup, trial)
-        observe_resume(setup, trial)
+        observe_resume(setup, trial, second)
     trial.seconds = time.monotonic() - t0
     return trial
 
@@ -324,7 +328,9 @@ def observe_store(home: Path, trial: Trial) -> None:
             trial.phase = m["phase"]
     if trial.run_id is None:
         return
-    trial.checkpoints = query(home, "SELECT count(*) FROM checkpoints WHERE run_id = ?", (trial.run_id,))[0][0]
+    ckpts = query(home, "SELECT model, phase, step FROM checkpoints WHERE run_id = ? ORDER BY id", (trial.run_id,))
+    trial.checkpoints = len(ckpts)
+    trial.last_checkpoint = ckpts[-1] if ckpts else None
     losses = {(phase, step): value for phase, step, value in query(
         home, "SELECT phase, step, value FROM metrics WHERE run_id = ? AND name = 'loss'", (trial.run_id,))}
     messages = {(level, message) for level, message in query(
@@ -362,10 +368,17 @@ def observe_next_start(setup: Setup, trial: Trial, command: list[str] | None = N
         trial.status_after = runs.get(trial.run_id, {}).get("status")
 
 
-def observe_resume(setup: Setup, trial: Trial) -> None:
-    code, out, err = run(setup.command("train", "--resume", trial.run_id))
-    trial.resume_exit, trial.resume_err = code, err.strip()
-    m = re.search(r"^run (\d+) \(", out, re.M)
+def observe_resume(setup: Setup, trial: Trial, second: bool = False) -> None:
+    """train --resume RUN, to its end. second: once it has claimed the run (its "run N:" line), a second
+    `train --resume RUN` must be refused (exit 2, one line) and leave no run row."""
+    child = Child(setup.command("train", "--resume", trial.run_id))
+    if second and child.wait_for(re.compile(r"^run \d+: profile "), 600):
+        code, _, err = run(setup.command("train", "--resume", trial.run_id))
+        trial.second = (code, err.strip())
+    trial.resume_exit = child.finish(600)
+    trial.resume_err = child.err.strip()
+    trial.continuations = query(setup.home, "SELECT count(*) FROM runs WHERE resumed_from = ?", (trial.run_id,))[0][0]
+    m = next((m for _, line in child.lines if (m := re.match(r"^run (\d+) \(", line))), None)
     if m:
         trial.resumed_run = int(m.group(1))
         trial.resumed = run_row(setup.home, trial.resumed_run)
@@ -397,6 +410,14 @@ def judge(trial: Trial, reference: Reference) -> list[str]:
             failures.append(f"resume of run {trial.run_id} without a checkpoint: exit {trial.resume_exit}, "
                             f"stderr {trial.resume_err[-300:]!r} (want exit 2 and one line: {want})")
         return failures
+    if trial.second is not None:
+        code, err = trial.second
+        lines = [line for line in err.splitlines() if line.strip()]
+        if code != 2 or len(lines) != 1 or "one trainer per run" not in lines[0]:
+            failures.append(f"a second train --resume {trial.run_id} while the first trained: exit {code}, "
+                            f"stderr {err[-300:]!r} (want exit 2 and one line: one trainer per run)")
+    if trial.continuations != (1 if trial.resumed is not None else 0):
+        failures.append(f"{trial.continuations} runs continue run {trial.run_id}")
     if trial.resume_exit not in (0, 1) or trial.resumed is None:
         failures.append(f"train --resume {trial.run_id}: exit {trial.resume_exit}: {trial.resume_err[-300:]}")
         return failures
