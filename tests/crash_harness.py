@@ -65,6 +65,7 @@ CRASH_TRAINING = {"batch_size": 8, "log_every": 2, "checkpoint_every_s": 0.5}
 
 PROGRESS = re.compile(r"^(?P<phase>\w+)\s+step\s+(?P<step>\d+)(?:/\d+)?\s+loss\s+(?P<loss>\S+)")
 LOG_LINE = re.compile(r"^\[(?P<level>info|warn|error)\] (?P<message>.*)$")
+RUN_LINE = re.compile(r"^run \d+: profile ")  # printed once the run row exists and the trainer holds its lock
 
 
 def navi_command(home: Path, *args, training: dict | None = None) -> list[str]:
@@ -235,18 +236,20 @@ class Reference:
     seconds: float  # wall time of the whole process
     verdict: str
     gates: dict[str, tuple[bool, float | None]]
+    row_at: float = 0.0  # seconds from the start to its "run N:" line: the run row exists from there
 
 
 def reference_run(setup: Setup) -> Reference:
     """The same command, not interrupted, in the same home (so later runs are judged beside it)."""
-    t0 = time.monotonic()
-    code, out, err = run(setup.train())
-    seconds = time.monotonic() - t0
-    m = re.search(r"^run (\d+) \(", out, re.M)
+    child = Child(setup.train())
+    code = child.finish(1800)
+    seconds = time.monotonic() - child.started
+    m = next((m for _, line in child.lines if (m := re.match(r"^run (\d+) \(", line))), None)
     if code not in (0, 1) or not m:
-        raise RuntimeError(f"the uninterrupted run ended with exit {code}: {err.strip()[-500:]}")
+        raise RuntimeError(f"the uninterrupted run ended with exit {code}: {child.err.strip()[-500:]}")
+    row_at = next((t for t, line in child.lines if RUN_LINE.match(line)), child.started) - child.started
     run_id = int(m.group(1))
-    return Reference(run_id, seconds, run_row(setup.home, run_id)["verdict"], gates_of(setup.home, run_id))
+    return Reference(run_id, seconds, run_row(setup.home, run_id)["verdict"], gates_of(setup.home, run_id), row_at)
 
 
 @dataclass
@@ -257,6 +260,7 @@ class Trial:
     exit_code: int | None = None
     run_id: int | None = None
     phase: str | None = None  # the last phase the trainer printed before the kill
+    status_at_kill: str | None = None  # the run row's status right after the kill, before any other start
     checkpoints: int = 0  # the run's checkpoint rows after the kill
     last_checkpoint: tuple | None = None  # (model, phase, step) of the newest
     integrity: str = ""
@@ -276,15 +280,16 @@ class Trial:
     seconds: float = 0.0
     second: tuple[int, str] | None = None  # (exit, stderr) of a second resume while the first one trained
     continuations: int = 0  # runs that name this one as resumed_from, after the resume(s)
+    first: "Trial | None" = field(default=None, repr=False)  # a killed resume: the kill of the run it continued
     lines: list[tuple[float, str]] = field(default_factory=list, repr=False)
     killed_at: float = 0.0
 
 
-def kill(setup: Setup, delay: float, after: re.Pattern | None = None) -> Trial:
-    """Start a trainer, SIGKILL it `delay` seconds after its start (or after its first stdout line that
-    matches `after`), and look at the store it left: integrity and rows."""
+def kill(setup: Setup, delay: float, after: re.Pattern | None = None, command: list[str] | None = None) -> Trial:
+    """Start a trainer (setup.train(), or command), SIGKILL it `delay` seconds after its start (or after
+    its first stdout line that matches `after`), and look at the store it left: integrity and rows."""
     trial = Trial(delay, after.pattern if after is not None else None)
-    child = Child(setup.train())
+    child = Child(command or setup.train())
     begin = child.started
     if after is not None:
         m = child.wait_for(after, 600)
@@ -305,12 +310,25 @@ def kill(setup: Setup, delay: float, after: re.Pattern | None = None) -> Trial:
     return trial
 
 
-def kill_trial(setup: Setup, delay: float, after: re.Pattern | None = None, second: bool = False) -> Trial:
-    """One whole trial: the kill, the next start, the resume (and with second, a second resume meanwhile)."""
+def kill_trial(setup: Setup, delay: float, after: re.Pattern | None = None, second: bool = False,
+               resume_kill: float | None = None) -> Trial:
+    """One whole trial: the kill, the next start, the resume (and with second, a second resume meanwhile).
+
+    resume_kill: the resume is killed too, that many seconds after its run line; the returned trial is
+    then the resume's (whose run continues the killed one, and is itself continued to the end), and
+    `first` holds the observations of the first kill."""
     t0 = time.monotonic()
     trial = kill(setup, delay, after)
     if trial.run_id is not None and trial.killed:
         observe_next_start(setup, trial)
+        if resume_kill is not None and trial.checkpoints:
+            again = kill(setup, resume_kill, RUN_LINE, setup.command("train", "--resume", trial.run_id))
+            again.first = trial
+            trial = again
+            if not (trial.run_id is not None and trial.killed):
+                trial.seconds = time.monotonic() - t0
+                return trial
+            observe_next_start(setup, trial)
         observe_resume(setup, trial, second)
     trial.seconds = time.monotonic() - t0
     return trial
@@ -328,6 +346,7 @@ def observe_store(home: Path, trial: Trial) -> None:
             trial.phase = m["phase"]
     if trial.run_id is None:
         return
+    trial.status_at_kill = run_row(home, trial.run_id)["status"]
     ckpts = query(home, "SELECT model, phase, step FROM checkpoints WHERE run_id = ? ORDER BY id", (trial.run_id,))
     trial.checkpoints = len(ckpts)
     trial.last_checkpoint = ckpts[-1] if ckpts else None
@@ -389,8 +408,23 @@ def observe_resume(setup: Setup, trial: Trial, second: bool = False) -> None:
 
 def judge(trial: Trial, reference: Reference) -> list[str]:
     """Every way this trial broke a promise; [] when it kept them all."""
+    failures = []
+    if trial.first is not None:
+        # the kill of the run this one continues: its store, rows and mark (its resume is this trial)
+        first = trial.first
+        failures += [f"first kill: {f}" for f in judge_kill(first)]
     if not trial.killed:
-        return [] if trial.exit_code in (0, 1) else [f"the trainer ended with exit {trial.exit_code} before the kill"]
+        return failures + ([] if trial.exit_code in (0, 1) else
+                           [f"the trainer ended with exit {trial.exit_code} before the kill"])
+    failures += judge_kill(trial)
+    if trial.run_id is None:
+        return failures  # killed before its run row: nothing to mark or continue
+    failures += judge_resume(trial, reference)
+    return failures
+
+
+def judge_kill(trial: Trial) -> list[str]:
+    """What a kill may not break: the file, the rows handed to the writer in time, the next start's mark."""
     failures = []
     if trial.integrity not in ("ok", "no store"):
         failures.append(f"integrity_check: {trial.integrity}")
@@ -398,11 +432,17 @@ def judge(trial: Trial, reference: Reference) -> list[str]:
         failures.append(f"{trial.fk_violations} foreign key violations")
     failures += [f"metric row lost: {line}" for line in trial.lost_metrics]
     failures += [f"event row lost: {line}" for line in trial.lost_events]
-    if trial.run_id is None:
-        return failures  # killed before its run row: nothing to mark or continue
-    if trial.status_after != "crashed":
+    # a kill after the run's row was finished (the process was closing) is no crash: the row stays as it was
+    want = "crashed" if trial.status_at_kill == "running" else trial.status_at_kill
+    if trial.run_id is not None and trial.status_after != want:
         failures.append(f"run {trial.run_id} is {trial.status_after!r} after the next start (runs exit "
-                        f"{trial.runs_exit}), not 'crashed'")
+                        f"{trial.runs_exit}), not {want!r}")
+    return failures
+
+
+def judge_resume(trial: Trial, reference: Reference) -> list[str]:
+    """What `train --resume RUN` owes a killed run: a refusal without a checkpoint, else the verdict."""
+    failures = []
     if trial.checkpoints == 0:
         want = f"run {trial.run_id} has no checkpoint to continue from"
         lines = [line for line in trial.resume_err.splitlines() if line.strip()]

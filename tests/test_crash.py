@@ -16,11 +16,14 @@ from __future__ import annotations
 import re
 import shutil
 import sqlite3
+import subprocess
 import sys
 
 import pytest
 
 import crash_harness as H
+from cli_harness import run_main
+from navi_tui.cli import main
 from store import Store
 
 STEPS = 6
@@ -41,7 +44,8 @@ def reference(setup):
 # writer's flush interval), and the kill lands a little later in the run
 @pytest.fixture(scope="module")
 def policy_kill(setup, reference):
-    return H.kill_trial(setup, 1.0, re.compile(r"^policy\s+step\s+2/"))
+    # and its resume is killed too, a second after it claimed the run; then that one is resumed to the end
+    return H.kill_trial(setup, 1.0, re.compile(r"^policy\s+step\s+2/"), resume_kill=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +55,17 @@ def talker_kill(setup, reference):
 
 
 @pytest.mark.parametrize("kill", ["policy_kill", "talker_kill"])
-def test_a_killed_trainer_loses_no_row_is_marked_crashed_and_resumes_to_the_same_verdict(kill, request, reference):
+def test_a_killed_trainer_loses_no_row_is_marked_crashed_and_resumes_to_the_same_verdict(kill, request, setup,
+                                                                                         reference):
     trial = request.getfixturevalue(kill)
     assert trial.killed and trial.exit_code == -9
     assert trial.run_id is not None and trial.checkpoints > 0
     assert trial.due > 0  # rows the store had to hold: the check was not empty
     assert H.judge(trial, reference) == []
     assert trial.status_after == "crashed" and trial.resumed["resumed_from"] == trial.run_id
+    if kill == "policy_kill":  # a chain: run K killed, its resume K' killed, K' resumed to the verdict
+        assert trial.first is not None and trial.first.status_after == "crashed" and trial.first.due > 0
+        assert H.run_row(setup.home, trial.run_id)["resumed_from"] == trial.first.run_id
     assert set(trial.gates) == set(reference.gates) and len(reference.gates) == 23
     if trial.second is not None:
         assert trial.second[0] == 2 and "one trainer per run" in trial.second[1]
@@ -82,17 +90,17 @@ def copy_home(setup, tmp_path):
 
 def test_the_judge_catches_a_lost_metric_row(policy_kill, reference, setup, tmp_path):
     home = copy_home(setup, tmp_path)
-    due = next(line for t, line in policy_kill.lines
-               if H.PROGRESS.match(line) and t < policy_kill.killed_at - H.FLUSH_INTERVAL_S)
+    first = policy_kill.first  # the kill inside the policy's phase, whose resume was killed in its turn
+    due = next(line for t, line in first.lines if H.PROGRESS.match(line) and t < first.killed_at - H.FLUSH_INTERVAL_S)
     m = H.PROGRESS.match(due)
     with sqlite3.connect(home / "navi.db") as db:
         db.execute("DELETE FROM metrics WHERE run_id = ? AND phase = ? AND step = ? AND name = 'loss'",
-                   (policy_kill.run_id, m["phase"], int(m["step"])))
-    H.observe_store(home, policy_kill)
+                   (first.run_id, m["phase"], int(m["step"])))
+    H.observe_store(home, first)
     try:
-        assert H.judge(policy_kill, reference) == [f"metric row lost: {due.strip()}"]
+        assert H.judge(policy_kill, reference) == [f"first kill: metric row lost: {due.strip()}"]
     finally:
-        H.observe_store(setup.home, policy_kill)
+        H.observe_store(setup.home, first)
 
 
 def test_the_judge_catches_a_lost_event_row(talker_kill, reference, setup, tmp_path):
@@ -168,3 +176,48 @@ def test_a_resumed_run_that_reaches_a_straight_runs_numbers_passes_constant_metr
         again = {m["name"]: m["value"] for m in store.metrics(run_id) if m["phase"] == "eval"}
     assert round(first["concept_sim"], 4) == round(again["concept_sim"], 4)  # the numbers do repeat
     assert gate["passed"] == 1, gate["detail_json"]
+
+
+# the next start, wherever a person looks first ---------------------------------------------------
+
+def dead_run(home) -> int:
+    """A run row left 'running' by a process that died (a real one, started and ended here)."""
+    code = ("import os, sys; from store import Store; s = Store(sys.argv[1]); "
+            "print(s.create_run(profile='tiny', command='train', config={})); os._exit(9)")
+    r = subprocess.run([sys.executable, "-c", code, str(home)], cwd=H.REPO, env=H.ENV, capture_output=True, text=True)
+    run_id = int(r.stdout)
+    with Store(home) as store:
+        assert store.get_run(run_id)["status"] == "running"
+    return run_id
+
+
+@pytest.mark.parametrize("command", [["runs"], ["runs", "--json"], ["eval", "--run", 99], ["train", "--resume", "R"],
+                                     ["rollback", "--run", "R"]])
+def test_each_command_a_person_starts_first_marks_a_dead_run_crashed(command, tmp_path):
+    home = tmp_path / "home"
+    run_id = dead_run(home)
+    code, out, err = run_main(main, ["--home", home, "--no-ui", *[run_id if a == "R" else a for a in command]])
+    assert "Traceback" not in err
+    # runs lists it; eval of another run, a resume or a rollback of a run with no checkpoint refuse,
+    # after the mark: the person who looks sees what happened to it either way
+    assert code == (0 if command[0] == "runs" else 2), err
+    with Store(home) as store:
+        row = store.get_run(run_id)
+    assert row["status"] == "crashed" and "ended without finishing the run" in row["message"]
+    if command[0] == "runs":
+        assert "crashed" in out
+    if command[0] in ("train", "rollback"):
+        assert f"marked crashed: run {run_id} (its process ended without finishing)" in out
+
+
+async def test_the_console_marks_a_dead_run_crashed_when_it_opens(tmp_path):
+    from test_console import SIZE, make_app
+
+    home = tmp_path / "home"
+    run_id = dead_run(home)
+    app = make_app(home)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.store.get_run(run_id)["status"] == "crashed"
+        assert app.view.run_id == run_id and app.view.status == "crashed"
+        assert f"marked crashed: run {run_id}" in "".join(n.message for n in app._notifications)
