@@ -99,6 +99,14 @@ def kill_text(t: H.Trial) -> str:
     return "; ".join(parts)
 
 
+def mid_phase(checkpoint: tuple, steps: int) -> bool:
+    """Whether a (model, phase, step) checkpoint is a periodic one, before its phase's last step
+    (DA's steps continue SFT's count)."""
+    _, phase, step = checkpoint
+    end = {"policy": steps, "planner": steps, "sft": steps, "da": 2 * steps}.get(phase)
+    return end is not None and step < end
+
+
 def summarise(trials, failures, differences, reference, seconds, args) -> None:
     # every SIGKILL: the trials' own, and the first kill of each chain (a run whose resume was killed)
     kills = [t.first for t in trials if t.first is not None] + trials
@@ -118,6 +126,8 @@ def summarise(trials, failures, differences, reference, seconds, args) -> None:
     newest = collections.Counter(" ".join(map(str, t.last_checkpoint[:2])) for t in with_row if t.last_checkpoint)
     print(f"  newest checkpoint at the kill (model, phase): none {sum(t.checkpoints == 0 for t in with_row)}, "
           + ", ".join(f"{m} {n}" for m, n in sorted(newest.items())))
+    periodic = sum(1 for t in with_row if t.last_checkpoint and mid_phase(t.last_checkpoint, args.steps))
+    print(f"  of which a periodic checkpoint inside a phase (the resume continues mid-phase): {periodic}")
     print(f"  killed after the row was finished (the process was closing): "
           f"{sum(t.status_at_kill != 'running' for t in with_row)}")
     print(f"  integrity_check ok: {sum(t.integrity == 'ok' for t in killed)} of {len(killed)} "
