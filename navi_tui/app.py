@@ -88,6 +88,8 @@ class NaviApp(App):
         self._live_shown: str | None = None
         self._system_at = 0.0
         self.store = Store(home)
+        # a run whose process died shows as crashed from the first screen, not as running
+        self.crashed_at_start = self.store.mark_crashed_runs()
         self.session: TrainingSession | None = None
         self.view = RunView()
         self.own_view = False  # the view is fed by this console's trainer, not by the store
@@ -135,6 +137,9 @@ class NaviApp(App):
             self._system_stats = SystemStats(self.device.index or 0)
         if self.mirror is not None:
             self.notice(self.mirror.notice())  # once: off and how to turn it on, or where it goes
+        if self.crashed_at_start:
+            self.notice(f"marked crashed: run {', '.join(map(str, self.crashed_at_start))} "
+                        f"(its process ended without finishing); c continues one from its newest checkpoint")
         self.refresh_runs()
         if self._resume_on_start is not None:
             self._start(resume=self._resume_on_start)

@@ -115,12 +115,21 @@ def resolve_device(name: str, *, training: bool = False):
 def _resume_point(args, checkpoint_id: int | None, *, rollback: bool):
     from navi_tui.continuation import resume_point
     from navi_tui.home import open_store
+    from navi_tui.run_lock import refuse_if_busy
 
     run_id = args.resume if not rollback else args.run
     with open_store(resolve_home(args.home), create=False) as store:
-        if rollback and checkpoint_id is None:
+        # the run to continue is most likely the one whose process died: say so before anything else
+        print_crashed(store.mark_crashed_runs())
+        if rollback and checkpoint_id is None and (run := store.get_run(run_id)) is not None:
+            refuse_if_busy(store.home, run)  # before the search for a checkpoint to pick, which may refuse too
             checkpoint_id = _newest_passing_checkpoint(store, run_id)
         return resume_point(store, run_id, checkpoint_id, rollback=rollback)
+
+
+def print_crashed(crashed: list[int]) -> None:
+    if crashed:
+        print(f"marked crashed: run {', '.join(map(str, crashed))} (its process ended without finishing)", flush=True)
 
 
 def _newest_passing_checkpoint(store, run_id: int) -> int:
@@ -271,6 +280,7 @@ def cmd_eval(args) -> int:
 
     device = resolve_device(args.device)
     with open_store(resolve_home(args.home), create=False) as store:
+        store.mark_crashed_runs()  # its runs' statuses are part of what eval's reader looks at next
         outcome = evaluate_run(store, run_id=args.run, checkpoint_id=args.checkpoint, bench_files=args.bench,
                                device=device)
     if args.json:
@@ -293,6 +303,7 @@ def cmd_runs(args) -> int:
         runs = []
     else:
         with open_store(home, create=False) as store:
+            store.mark_crashed_runs()  # the list shows a dead trainer's run as crashed, not running
             runs = store.list_runs()
     if args.json:
         print(runs_document(runs))
@@ -449,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     from navi_tui.evaluation import EvalUsageError
     from navi_tui.home import HomeError
     from navi_tui.mirror.config import MirrorConfigError
+    from navi_tui.run_lock import RunBusyError
 
     try:
         if not args.no_ui and args.command in ("train", "open"):
@@ -457,6 +469,6 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("open is the console's command: drop --no-ui, or list runs with --no-ui runs")
         return COMMANDS[args.command](args)
     except (UsageError, HomeError, CorpusError, CheckpointError, EvalUsageError, TruncationError,
-            VocabRangeError, ResumeError, MirrorConfigError) as e:
+            VocabRangeError, ResumeError, MirrorConfigError, RunBusyError) as e:
         print(f"navi-tui: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -17,6 +17,7 @@ from navi_model.brain import MODELS  # the brain's training order
 from navi_model.payload import PayloadError, check_resume_fits
 from store import CheckpointError, Store
 
+from navi_tui.run_lock import refuse_if_busy
 from navi_tui.stored_checkpoint import describe_checkpoint, load_stored_checkpoint
 
 
@@ -49,6 +50,8 @@ def resume_point(store: Store, run_id: int, checkpoint_id: int | None = None, *,
     run = store.get_run(run_id)
     if run is None:
         raise ResumeError(f"no run {run_id} in {store.path}")
+    # a run a live process trains or continues is refused before its checkpoints are read
+    refuse_if_busy(store.home, run)
     ckpts = store.checkpoints(run_id)
     if not ckpts:
         raise ResumeError(f"run {run_id} has no checkpoint to continue from")

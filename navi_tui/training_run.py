@@ -10,6 +10,7 @@ it judged.
 from __future__ import annotations
 
 import hashlib
+import json
 from contextlib import contextmanager
 import math
 import sys
@@ -39,6 +40,7 @@ from store import StoreWriter
 from navi_tui.continuation import ResumePoint, check_resume_point
 from navi_tui.home import open_store
 from navi_tui.recorder import RunRecorder, eval_row
+from navi_tui.run_lock import TrainerLocks
 from navi_tui.system_monitor import SystemMonitor, host_warnings, nvml_sampler
 
 
@@ -126,12 +128,17 @@ def train_run(
                                   "checkpoints": resume.checkpoint_ids, "rollback": resume.rollback}
 
     store = open_store(home, create=True)
+    locks = TrainerLocks(store.home)
     try:
         crashed = store.mark_crashed_runs()
         if crashed:
             print(f"marked crashed: run {', '.join(map(str, crashed))} (its process ended without finishing)", file=out)
+        if resume is not None:
+            # one trainer per run: a live trainer of the source, or another continuation of it, refuses this one
+            locks.claim_source(store.get_run(resume.source_run))
         run_id = store.create_run(profile=profile.name, command="train", config=config,
                                   resumed_from=resume.source_run if resume else None)
+        locks.claim_own(run_id)
         writer = StoreWriter(store.path).start()
         if resume is not None:
             _record_resume(store, writer, run_id, resume)
@@ -158,6 +165,7 @@ def train_run(
         finally:
             writer.close()
     finally:
+        locks.release()
         store.close()
 
 
@@ -246,7 +254,7 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
                             warnings, _advice(store))
 
     th = profile.gates
-    run_config = store.get_run(run_id)["config_json"]
+    run_config = training_config(store.get_run(run_id)["config_json"])
     # the other ranks train only if rank 0 does (its preflight is the one judged)
     ranks.broadcast_ints([run_id, int(all_passed(preflight))])
     if not all_passed(preflight):
@@ -410,6 +418,15 @@ def judged(monitor: SystemMonitor | None):
             monitor.idle()
 
 
+def training_config(config_json: str | None) -> str:
+    """A run's config as constant_metric compares it: without the run it continues, which changes no
+    number. A resumed run reaches the numbers of a straight run of its config, and that is no constant
+    set upstream of training (found by the crash harness: every resume after a crash failed the gate)."""
+    config = json.loads(config_json or "{}")
+    config.pop("resumed_from", None)
+    return json.dumps(config, sort_keys=True)
+
+
 def _earlier_metrics(store, run_id: int) -> list[tuple[int, str, dict[str, float]]]:
     """(run id, config, end-of-run metrics) of every earlier finished run, for constant_metric."""
     out = []
@@ -417,7 +434,7 @@ def _earlier_metrics(store, run_id: int) -> list[tuple[int, str, dict[str, float
         if run["id"] != run_id and run["status"] in ("completed", "stopped"):
             values = {m["name"]: m["value"] for m in store.metrics(run["id"]) if m["phase"] == "eval"}
             if values:
-                out.append((run["id"], run["config_json"], values))
+                out.append((run["id"], training_config(run["config_json"]), values))
     return out
 
 

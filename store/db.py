@@ -173,6 +173,9 @@ class Store:
             [host],
         )
         dead = [(row["id"], row["pid"]) for row in running if not process_alive(row["pid"])]
+        if not dead:
+            # reading commands (runs, eval) call this on every start: no write lock for nothing
+            return []
         now = time.time()
         with write_transaction(self.db):
             for run_id, pid in dead:

@@ -17,6 +17,10 @@ from .rows import event_row, metric_row
 from .schema import apply_schema
 
 
+# rows wait at most about this long in the queue before their commit: what a killed process can lose
+FLUSH_INTERVAL_S = 0.5
+
+
 class StoreWriterError(RuntimeError):
     """The writer thread failed; rows it had not committed are lost."""
 
@@ -30,7 +34,7 @@ _STOP = object()
 
 
 class StoreWriter:
-    def __init__(self, db_path: Path | str, *, flush_interval: float = 0.5, max_batch: int = 2000):
+    def __init__(self, db_path: Path | str, *, flush_interval: float = FLUSH_INTERVAL_S, max_batch: int = 2000):
         self.db_path = Path(db_path)
         self.flush_interval = flush_interval
         self.max_batch = max_batch
