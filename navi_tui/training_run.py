@@ -33,7 +33,7 @@ from navi_model.planner import PlannerModel, run_plan_bench, teacher_forced_accu
 from navi_model.talker import TalkerModel, concept_similarity, gallery_summary, prefix_use, train_talker
 from navi_model.train import train_policy
 
-from store import StoreWriter
+from store import DiskError, StoreWriter, StoreWriterError
 
 from navi_tui.continuation import ResumePoint, check_resume_point
 from navi_tui.home import open_store
@@ -126,20 +126,35 @@ def train_run(
         if on_start is not None:
             on_start(run_id)
         try:
-            return _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight_gates, cpu_data, device,
-                                    control, progress, out, resume.payloads if resume else {})
+            outcome = _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight_gates, cpu_data,
+                                       device, control, progress, out, resume.payloads if resume else {})
         except BaseException as e:
-            # the run is over whatever happened; the store says how, in its log too
-            status = "stopped" if isinstance(e, KeyboardInterrupt) else "failed"
-            writer.event(run_id, "warn" if status == "stopped" else "error", "crash",
-                         f"training {status}: {type(e).__name__}: {e}"[:500])
-            writer.close()
-            store.finish_run(run_id, status=status, verdict=None, message=f"{type(e).__name__}: {e}"[:500])
+            _end_broken_run(store, writer, run_id, e)
             raise
-        finally:
-            writer.close()
+        writer.close()
+        return outcome
     finally:
         store.close()
+
+
+def _end_broken_run(store, writer, run_id: int, error: BaseException) -> None:
+    """The run is over whatever happened; the store says how, in its log too, as far as the disk lets it.
+
+    A full or read-only disk (DiskError) may refuse these very writes: then the run's rows stay as
+    they were at the last commit, its status 'running', and the next start marks it crashed (its
+    process is gone). The error that ended the run is what propagates, never one met here.
+    """
+    status = "stopped" if isinstance(error, KeyboardInterrupt) else "failed"
+    message = str(error) if isinstance(error, DiskError) else f"{type(error).__name__}: {error}"
+    try:
+        writer.event(run_id, "warn" if status == "stopped" else "error", "crash", f"training {status}: {message}"[:500])
+        writer.close()
+    except (DiskError, StoreWriterError):
+        pass  # the writer failed already: its uncommitted rows are lost, the run's end below still tries
+    try:
+        store.finish_run(run_id, status=status, verdict=None, message=message[:500])
+    except DiskError:
+        pass
 
 
 def _record_resume(store, writer, run_id: int, resume: ResumePoint) -> None:
