@@ -24,9 +24,12 @@ def connect(path: Path | str) -> sqlite_utils.Database:
     try:
         _enable_wal(db)
         db.execute("PRAGMA busy_timeout=30000")
-        # in wal mode normal never corrupts the file; a power cut can lose
-        # the last few commits, a killed process loses nothing committed
-        db.execute("PRAGMA synchronous=NORMAL")
+        # full syncs the wal at every commit, so what a reader saw committed survives a power cut
+        # or a file system the kernel turns read-only after an error. normal (no sync until a
+        # checkpoint of the wal) lost every row of a young run that way: the disk-trouble harness
+        # (docs/reliability/disk.md). Commits are batched (the writer's one per half second), so
+        # the syncs cost the trainer nothing it waits for
+        db.execute("PRAGMA synchronous=FULL")
         # sqlite leaves foreign keys off unless each connection asks
         db.execute("PRAGMA foreign_keys=ON")
     except BaseException:

@@ -191,7 +191,10 @@ def read_ids(db_path: Path) -> dict[str, list[int]]:
     """The ids of every table's rows, as a reader sees them committed now."""
     db = sqlite3.connect(str(db_path), timeout=30)
     try:
-        return {t: [r[0] for r in db.execute(f"SELECT id FROM {t} ORDER BY id")] for t in TABLES}
+        present = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        # a table that is gone (a file system that lost the whole file) has lost every row
+        return {t: [r[0] for r in db.execute(f"SELECT id FROM {t} ORDER BY id")] if t in present else []
+                for t in TABLES}
     finally:
         db.close()
 
@@ -200,6 +203,8 @@ def checkpoint_rows(db_path: Path) -> list[tuple[int, str, str]]:
     db = sqlite3.connect(str(db_path), timeout=30)
     try:
         return list(db.execute("SELECT id, path, sha256 FROM checkpoints ORDER BY id"))
+    except sqlite3.OperationalError:  # no table (yet, or any more)
+        return []
     finally:
         db.close()
 
@@ -216,6 +221,8 @@ def run_statuses(db_path: Path) -> dict[int, str]:
     db = sqlite3.connect(str(db_path), timeout=30)
     try:
         return {r[0]: r[1] for r in db.execute("SELECT id, status FROM runs ORDER BY id")}
+    except sqlite3.OperationalError:
+        return {}
     finally:
         db.close()
 
@@ -287,7 +294,7 @@ def run_one(fault: str, *, steps: int = 20, code: Path = REPO, plant: str | None
         runs = subprocess.run([sys.executable, "-m", "navi_tui", "--home", str(home), "--no-ui", "runs", "--json"],
                               cwd=code, env=env, capture_output=True, text=True, timeout=300)
         result["runs_exit"] = runs.returncode
-        result["runs_ok"] = runs.returncode == 0 and any(r["id"] == 1 for r in json.loads(runs.stdout)["runs"])
+        result["runs_ok"] = runs.returncode == 0 and any(r["id"] == 1 for r in json.loads(runs.stdout or "{}").get("runs", []))
         if resume:
             again = subprocess.run(trainer_command(home, steps, "--resume", "1"), cwd=code, env=env,
                                    capture_output=True, text=True, timeout=1200)
