@@ -33,7 +33,7 @@ from navi_model.planner import PlannerModel, run_plan_bench, teacher_forced_accu
 from navi_model.talker import TalkerModel, concept_similarity, gallery_summary, prefix_use, train_talker
 from navi_model.train import train_policy
 
-from store import DiskError, StoreWriter, StoreWriterError
+from store import DiskError, StoreWriter
 
 from navi_tui.continuation import ResumePoint, check_resume_point
 from navi_tui.home import open_store
@@ -149,11 +149,11 @@ def _end_broken_run(store, writer, run_id: int, error: BaseException) -> None:
     try:
         writer.event(run_id, "warn" if status == "stopped" else "error", "crash", f"training {status}: {message}"[:500])
         writer.close()
-    except (DiskError, StoreWriterError):
-        pass  # the writer failed already: its uncommitted rows are lost, the run's end below still tries
+    except Exception:  # noqa: BLE001 - the writer failed already (StoreWriterError, DiskError)
+        pass  # its uncommitted rows are lost; the run's end below still tries
     try:
         store.finish_run(run_id, status=status, verdict=None, message=message[:500])
-    except DiskError:
+    except Exception:  # noqa: BLE001 - the store refuses even this one row; the next start marks it crashed
         pass
 
 
