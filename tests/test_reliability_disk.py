@@ -6,7 +6,9 @@ The fast form of benchmarks/reliability/disk_trouble.py: one real `python -m nav
 per fault. `full` (a tmpfs of its own, filled) and `readonly` (an ext4 image the kernel remounts
 read-only after an error) need mount, so they skip where it is not permitted; `fsize` (the
 trainer's file size limit dropped from outside) needs nothing and always runs. The judge is shown
-to catch each fault it exists for, planted in a real trainer and in its results.
+to catch each fault it exists for, planted in a real trainer (one that swallows the disk error)
+and in its results. The trainer before these fixes is the harness's own negative control:
+`--code` points it at another checkout (docs/reliability/disk.md has what it found).
 """
 
 import errno
@@ -33,21 +35,26 @@ def failing(result: dict) -> list[str]:
     return [name for name, ok in result["checks"].items() if not ok]
 
 
+# the train --resume after the fault costs a second training (about 30 s here): the fsize test,
+# which runs everywhere, takes it; the long form takes it after every fault
+
+
 @needs_mount
 def test_a_full_disk_stops_the_trainer_with_one_line_and_a_sound_store():
-    result = run_one("full", steps=10)
+    result = run_one("full", steps=10, resume=False)
     assert failing(result) == [], result
     assert "No space left on device" in result["stderr"]
 
 
 @needs_mount
 def test_a_file_system_gone_read_only_stops_the_trainer_and_loses_no_committed_row():
-    result = run_one("readonly", steps=10)
+    # with synchronous=NORMAL this lost every row of the run (docs/reliability/disk.md)
+    result = run_one("readonly", steps=10, resume=False)
     assert failing(result) == [], result
     assert result["rows_seen_before_fault"] > 0
 
 
-def test_a_file_size_limit_stops_the_trainer_with_one_line_and_a_sound_store():
+def test_a_file_size_limit_stops_the_trainer_and_the_next_resume_works():
     result = run_one("fsize", steps=10)
     assert failing(result) == [], result
     assert result["statuses_after_resume"][1] in ("failed", "crashed")
@@ -60,12 +67,6 @@ def test_the_judge_catches_a_trainer_that_swallows_the_disk_error():
     result = run_one("fsize", steps=10, plant="swallowed", resume=False)
     assert result["exit"] == 0
     assert failing(result) == ["exit 2", "one line naming the file and the OS error"]
-
-
-def test_the_judge_catches_a_disk_error_that_escapes_as_a_traceback():
-    # the trainer as it was before store/disk.py: the raw sqlite error escapes main
-    result = run_one("fsize", steps=10, plant="unclassified", resume=False)
-    assert "exit 2" in failing(result) and "no traceback" in failing(result)
 
 
 GOOD = {"fault": "full", "fault_planted_while_running": True, "exit": 2, "stopped_after_s": 2.0,

@@ -163,11 +163,6 @@ MEDIA = {"full": Tmpfs, "readonly": Ext4Image, "fsize": FileSizeLimit}
 
 # a planted fault for the judge's tests: the trainer's own error handling broken in one way each
 PLANTS = {
-    # disk errors go unclassified: the sqlite or torch error escapes as it did before store/disk.py
-    "unclassified": "import store.disk as d; d.disk_error = lambda *a, **k: None; "
-                    "import store.db, store.writer, store.checkpoints, navi_tui.home; "
-                    "[setattr(m, 'disk_error', d.disk_error) for m in "
-                    "(store.db, store.writer, store.checkpoints, navi_tui.home)]",
     # the trainer swallows the disk error and reports success
     "swallowed": "import navi_tui.training_run as t; "
                  "t._end_broken_run = lambda *a: (_ for _ in ()).throw(SystemExit(0))",
