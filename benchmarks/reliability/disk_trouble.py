@@ -5,7 +5,8 @@
 
 Each run starts a real headless trainer (`python -m navi_tui --home H --no-ui --profile tiny
 train --steps N`) on a home of its own, waits until the store holds the policy's checkpoint (the
-planner is training), and plants one fault:
+planner is training; in every second run, the planner's too: the talker is training), and plants
+one fault:
 
 - full: the home is on a small tmpfs of its own; a filler file takes every byte left on it;
 - readonly: the home is on an ext4 image mounted with errors=remount-ro; the kernel is told to
@@ -229,25 +230,27 @@ def sha256(path: Path) -> str | None:
         return None
 
 
-def wait_for_checkpoint(home: Path, proc: subprocess.Popen, timeout: float) -> bool:
-    """Until the store holds a checkpoint row (the policy's): the planner is training then."""
+def wait_for_checkpoint(home: Path, proc: subprocess.Popen, timeout: float, count: int = 1) -> bool:
+    """Until the store holds count checkpoint rows: 1, the policy's (the planner is training then);
+    2, the planner's too (the talker is training)."""
     deadline = time.monotonic() + timeout
     db_path = home / "navi.db"
     while time.monotonic() < deadline and proc.poll() is None:
         if db_path.exists():
             with contextlib.suppress(sqlite3.Error):
-                if checkpoint_rows(db_path):
+                if len(checkpoint_rows(db_path)) >= count:
                     return True
         time.sleep(0.1)
     return False
 
 
 def run_one(fault: str, *, steps: int = 20, code: Path = REPO, plant: str | None = None,
-            stop_bound: float = STOP_BOUND_S, resume: bool = True) -> dict:
-    """One trainer, one fault; returns what happened and the judge's checks."""
+            stop_bound: float = STOP_BOUND_S, resume: bool = True, after_checkpoints: int = 1) -> dict:
+    """One trainer, one fault, planted once the store holds after_checkpoints checkpoint rows;
+    returns what happened and the judge's checks."""
     medium = MEDIA[fault]()
     logs = Path(tempfile.mkdtemp(prefix="navi-disk-logs-"))  # never on the faulty medium
-    result: dict = {"fault": fault, "steps": steps, "plant": plant}
+    result: dict = {"fault": fault, "steps": steps, "plant": plant, "after_checkpoints": after_checkpoints}
     try:
         home, db_path = medium.home, medium.home / "navi.db"
         env = trainer_env(code)
@@ -255,8 +258,8 @@ def run_one(fault: str, *, steps: int = 20, code: Path = REPO, plant: str | None
             proc = subprocess.Popen(trainer_command(home, steps, plant=plant), cwd=code, env=env,
                                     stdout=out, stderr=err)
             try:
-                result["reached_planner"] = wait_for_checkpoint(home, proc, timeout=600)
-                before = read_ids(db_path) if result["reached_planner"] else {t: [] for t in TABLES}
+                result["reached_fault_point"] = wait_for_checkpoint(home, proc, timeout=600, count=after_checkpoints)
+                before = read_ids(db_path) if result["reached_fault_point"] else {t: [] for t in TABLES}
                 t_fault = time.monotonic()
                 if proc.poll() is None:
                     medium.plant(proc.pid)
@@ -349,7 +352,9 @@ def main() -> int:
             print(f"skipping {fault}: {refusal}", file=sys.stderr)
             continue
         for i in range(args.runs):
-            r = run_one(fault, steps=args.steps, code=args.code.resolve(), resume=not args.no_resume)
+            # odd runs fault while the planner trains, even ones while the talker does
+            r = run_one(fault, steps=args.steps, code=args.code.resolve(), resume=not args.no_resume,
+                        after_checkpoints=1 + i % 2)
             failed = [name for name, ok in r["checks"].items() if not ok]
             print(f"{fault} run {i + 1}: {'ok' if r['ok'] else 'FAILED ' + ', '.join(failed)}; exit {r['exit']} "
                   f"{r['stopped_after_s']}s after the fault; {r['stderr'].strip().splitlines()[-1:]}", file=sys.stderr,
