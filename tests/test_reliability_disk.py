@@ -24,11 +24,13 @@ from store import DiskError, disk_error
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "reliability"))
 
-from disk_trouble import judge_disk, mount_refusal, run_one  # noqa: E402
+from disk_trouble import judge_disk, mount_refusal, readonly_refusal, run_one  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MOUNT_REFUSAL = mount_refusal()
+READONLY_REFUSAL = readonly_refusal()
 needs_mount = pytest.mark.skipif(MOUNT_REFUSAL is not None, reason=f"needs mount: {MOUNT_REFUSAL}")
+needs_ext4 = pytest.mark.skipif(READONLY_REFUSAL is not None, reason=f"needs an ext4 image: {READONLY_REFUSAL}")
 
 
 def failing(result: dict) -> list[str]:
@@ -46,7 +48,7 @@ def test_a_full_disk_stops_the_trainer_with_one_line_and_a_sound_store():
     assert "No space left on device" in result["stderr"]
 
 
-@needs_mount
+@needs_ext4
 def test_a_file_system_gone_read_only_stops_the_trainer_and_loses_no_committed_row():
     # with synchronous=NORMAL this lost every row of the run (docs/reliability/disk.md)
     result = run_one("readonly", steps=10, resume=False)

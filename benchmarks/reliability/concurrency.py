@@ -17,8 +17,8 @@ the run as it follows any run another process writes: rows past its cursor every
 follow_interval, the run's gates and checkpoints, the runs table every 2 s. What its store calls
 return is recorded. A second reader runs `navi-tui --no-ui runs --json` in a loop all along.
 
-Checks: no "database is locked" (or any sqlite3.OperationalError) in any process's output or in the
-console; the console saw exactly the run's metric and event rows, each once, in id order; its loss
+Checks: no "database is locked" (or any sqlite3.OperationalError) in any process's output, in the
+run's log or in the console; the console saw exactly the run's metric and event rows, each once, in id order; its loss
 plot holds every stored loss; it read rows while the run was still running; the writer and every
 `runs --json` exited 0. Exit 0 when every check holds.
 """
@@ -212,6 +212,8 @@ def run(steps: int, step_ms: float = 5.0, *, writer_kind: str = "emitter", follo
         run_id = seen["run_id"] or 1
         stored_metrics = [m["id"] for m in store.metrics(run_id)]
         stored_events = [e["id"] for e in store.events(run_id)]
+        # the run's own log too: a trainer that met a lock error and logged it
+        logged = [e["message"] for e in store.events(run_id) if any(w in e["message"] for w in LOCK_WORDS)]
         stored_losses = len(store.metrics(run_id, "loss"))
         status = store.get_run(run_id)["status"]
     result = {
@@ -226,7 +228,7 @@ def run(steps: int, step_ms: float = 5.0, *, writer_kind: str = "emitter", follo
         "losses_stored": stored_losses, "runs_calls": len(runs_results),
         "runs_failed": sum(r["exit"] != 0 or not r["parsed"] for r in runs_results),
         "lock_errors": _lock_lines(logs_text) + [line for r in runs_results for line in _lock_lines(r["stderr"])]
-        + seen["console_problems"],
+        + seen["console_problems"] + logged,
     }
     result["checks"] = judge_concurrency(result, seen, stored_metrics, stored_events)
     result["ok"] = all(result["checks"].values())

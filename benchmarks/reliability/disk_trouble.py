@@ -70,6 +70,23 @@ def mount_refusal() -> str | None:
         folder.rmdir()
 
 
+def readonly_refusal() -> str | None:
+    """Why the readonly fault cannot run here (no loop device, no ext4 error trigger), or None."""
+    refusal = mount_refusal()
+    if refusal:
+        return refusal
+    try:
+        image = Ext4Image(size_mb=8)
+    except (OSError, subprocess.CalledProcessError) as e:
+        return f"an ext4 image cannot be mounted here: {e}"
+    try:
+        if not Path(f"/sys/fs/ext4/{image.device()}/trigger_fs_error").exists():
+            return "this kernel has no /sys/fs/ext4/DEV/trigger_fs_error"
+        return None
+    finally:
+        image.close()
+
+
 # the three media: each gives a folder for the home, plants its fault, and takes it away
 
 
@@ -345,11 +362,11 @@ def main() -> int:
     unknown = [f for f in faults if f not in FAULTS]
     if unknown:
         ap.error(f"unknown fault {unknown[0]!r} (known: {', '.join(FAULTS)})")
-    refusal = mount_refusal()
+    refusals = {"full": mount_refusal(), "readonly": readonly_refusal(), "fsize": None}
     results = []
     for fault in faults:
-        if fault != "fsize" and refusal:
-            print(f"skipping {fault}: {refusal}", file=sys.stderr)
+        if refusals[fault]:
+            print(f"skipping {fault}: {refusals[fault]}", file=sys.stderr)
             continue
         for i in range(args.runs):
             # odd runs fault while the planner trains, even ones while the talker does
