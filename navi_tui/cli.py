@@ -1,7 +1,8 @@
 """navi-tui: the command line.
 
 exit 0: every gate passed; 1: a gate failed; 2: bad usage or bad input (a clear message naming
-what is wrong and where, and nothing half-written).
+what is wrong and where, and nothing half-written), or a home folder that cannot take a write (a
+full disk, a read-only file system: the file and the OS error named, the store left consistent).
 """
 
 from __future__ import annotations
@@ -455,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from navi_model.corpus.load import CorpusError
     from navi_model.vocab import TruncationError, VocabRangeError
-    from store import CheckpointError
+    from store import CheckpointError, DiskError
     from navi_tui.continuation import ResumeError
     from navi_tui.evaluation import EvalUsageError
     from navi_tui.home import HomeError
@@ -469,6 +470,6 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("open is the console's command: drop --no-ui, or list runs with --no-ui runs")
         return COMMANDS[args.command](args)
     except (UsageError, HomeError, CorpusError, CheckpointError, EvalUsageError, TruncationError,
-            VocabRangeError, ResumeError, MirrorConfigError, RunBusyError) as e:
+            VocabRangeError, ResumeError, MirrorConfigError, RunBusyError, DiskError) as e:
         print(f"navi-tui: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

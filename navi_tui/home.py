@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from store import Store
+from store import Store, disk_error
 from store.db import DB_FILENAME
 
 
@@ -20,4 +20,7 @@ def open_store(home: Path, *, create: bool) -> Store:
     try:
         return Store(home)
     except (OSError, sqlite3.Error) as e:
+        found = disk_error(e, "the store", home / DB_FILENAME)
+        if found is not None:  # a full or read-only disk: say which, with the OS's words
+            raise HomeError(str(found)) from None
         raise HomeError(f"cannot open the run store at {home / DB_FILENAME}: {e}") from None

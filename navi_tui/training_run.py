@@ -35,7 +35,7 @@ from navi_model.planner import PlannerModel, run_plan_bench, teacher_forced_accu
 from navi_model.talker import TalkerModel, concept_similarity, gallery_summary, prefix_use, train_talker
 from navi_model.train import train_policy
 
-from store import StoreWriter
+from store import DiskError, StoreWriter
 
 from navi_tui.continuation import ResumePoint, check_resume_point
 from navi_tui.home import open_store
@@ -145,28 +145,50 @@ def train_run(
         if on_start is not None:
             on_start(run_id)
         try:
-            return _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight_gates, cpu_data, device,
-                                    control, progress, out, resume.payloads if resume else {}, ranks)
+            outcome = _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight_gates, cpu_data,
+                                       device, control, progress, out, resume.payloads if resume else {}, ranks)
         except BaseException as e:
-            # the run is over whatever happened; the store says how, in its log too
-            status = "stopped" if isinstance(e, KeyboardInterrupt) else "failed"
             if ranks.distributed:
-                # a collective that failed is most often another rank that failed first: its file
-                # says how (it writes it before it exits, and its exit is what broke the collective)
-                from navi_tui.distributed_run import failure_message, read_rank_failures
-
-                for failure in read_rank_failures(home, launch_id or "", wait_s=3.0):
-                    writer.event(run_id, "error", "rank", failure_message(failure), failure)
-            writer.event(run_id, "warn" if status == "stopped" else "error", "crash",
-                         f"training {status}: {type(e).__name__}: {e}"[:500])
-            writer.close()
-            store.finish_run(run_id, status=status, verdict=None, message=f"{type(e).__name__}: {e}"[:500])
+                _record_rank_failures(writer, run_id, home, launch_id)
+            _end_broken_run(store, writer, run_id, e)
             raise
-        finally:
-            writer.close()
+        writer.close()
+        return outcome
     finally:
         locks.release()
         store.close()
+
+
+def _record_rank_failures(writer, run_id: int, home: Path, launch_id: str | None) -> None:
+    # a collective that failed is most often another rank that failed first: its file says how
+    # (it writes it before it exits, and its exit is what broke the collective)
+    from navi_tui.distributed_run import failure_message, read_rank_failures
+
+    try:
+        for failure in read_rank_failures(home, launch_id or "", wait_s=3.0):
+            writer.event(run_id, "error", "rank", failure_message(failure), failure)
+    except Exception:  # noqa: BLE001 - a writer the disk broke already; the run's end below still tries
+        pass
+
+
+def _end_broken_run(store, writer, run_id: int, error: BaseException) -> None:
+    """The run is over whatever happened; the store says how, in its log too, as far as the disk lets it.
+
+    A full or read-only disk (DiskError) may refuse these very writes: then the run's rows stay as
+    they were at the last commit, its status 'running', and the next start marks it crashed (its
+    process is gone). The error that ended the run is what propagates, never one met here.
+    """
+    status = "stopped" if isinstance(error, KeyboardInterrupt) else "failed"
+    message = str(error) if isinstance(error, DiskError) else f"{type(error).__name__}: {error}"
+    try:
+        writer.event(run_id, "warn" if status == "stopped" else "error", "crash", f"training {status}: {message}"[:500])
+        writer.close()
+    except Exception:  # noqa: BLE001 - the writer failed already (StoreWriterError, DiskError)
+        pass  # its uncommitted rows are lost; the run's end below still tries
+    try:
+        store.finish_run(run_id, status=status, verdict=None, message=message[:500])
+    except Exception:  # noqa: BLE001 - the store refuses even this one row; the next start marks it crashed
+        pass
 
 
 def _record_resume(store, writer, run_id: int, resume: ResumePoint) -> None:

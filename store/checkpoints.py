@@ -13,6 +13,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from .disk import disk_error
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch's messages bold their advice
 
@@ -32,23 +33,39 @@ def save_checkpoint(home: Path, run_id: int, name: str, payload: dict) -> tuple[
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise ValueError(f"checkpoint name must be a plain file name, not {name!r}")
     folder = checkpoint_folder(home, run_id)
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.pt"
-    # write a temporary file in the same folder and rename it over the final
-    # name: the rename is atomic, so a reader never sees half a checkpoint
-    fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    temporary = None
     try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # write a temporary file in the same folder and rename it over the final
+        # name: the rename is atomic, so a reader never sees half a checkpoint
+        fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
         with os.fdopen(fd, "wb") as file:
             torch.save(payload, file)
             file.flush()
             os.fsync(file.fileno())
         digest = file_sha256(Path(temporary))
         os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary = None
+        _fsync_folder(folder)
+    except BaseException as exc:
+        if temporary is not None:
+            _remove_quietly(Path(temporary))
+        # a full disk or a read-only file system: one line naming the file and the OS error
+        found = disk_error(exc, "the checkpoint", path) if isinstance(exc, Exception) else None
+        if found is not None:
+            raise found from exc
         raise
-    _fsync_folder(folder)
     return path, digest
+
+
+def _remove_quietly(path: Path) -> None:
+    # on a read-only file system even the clean-up fails; the write's own error is the news,
+    # and an unregistered temporary file is never read (no row names it)
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def load_checkpoint(path: Path, expected_sha256: str) -> dict:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import sqlite_utils
 
+from .disk import disk_error
 from .rows import OUTBOX_OUTCOMES, RUN_STATUSES, VERDICTS, event_row, metric_row
 from .schema import apply_schema
 
@@ -23,9 +24,12 @@ def connect(path: Path | str) -> sqlite_utils.Database:
     try:
         _enable_wal(db)
         db.execute("PRAGMA busy_timeout=30000")
-        # in wal mode normal never corrupts the file; a power cut can lose
-        # the last few commits, a killed process loses nothing committed
-        db.execute("PRAGMA synchronous=NORMAL")
+        # full syncs the wal at every commit, so what a reader saw committed survives a power cut
+        # or a file system the kernel turns read-only after an error. normal (no sync until a
+        # checkpoint of the wal) lost every row of a young run that way: the disk-trouble harness
+        # (docs/reliability/disk.md). Commits are batched (the writer's one per half second), so
+        # the syncs cost the trainer nothing it waits for
+        db.execute("PRAGMA synchronous=FULL")
         # sqlite leaves foreign keys off unless each connection asks
         db.execute("PRAGMA foreign_keys=ON")
     except BaseException:
@@ -64,15 +68,44 @@ def write_transaction(db: sqlite_utils.Database):
         with db.atomic():  # nested: a savepoint inside the open transaction
             yield db
         return
-    db.conn.execute("BEGIN IMMEDIATE")
     try:
-        yield db
-    except BaseException:
+        db.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            if db.conn.in_transaction:
+                _rollback(db)
+            raise
+        else:
+            db.conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        # a full disk or a file system gone read-only: one line naming the file and the OS error
+        found = disk_error(exc, "the store", database_file(db))
+        if found is None:
+            raise
         if db.conn.in_transaction:
-            db.conn.execute("ROLLBACK")
-        raise
-    else:
-        db.conn.execute("COMMIT")
+            _rollback(db)
+        raise found from exc
+
+
+def _rollback(db: sqlite_utils.Database) -> None:
+    try:
+        db.conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        # sqlite may have rolled back itself (SQLITE_FULL, SQLITE_IOERR): the error that got us
+        # here is the one to report
+        pass
+
+
+def database_file(db: sqlite_utils.Database) -> Path:
+    """The file of db's main database, for messages."""
+    try:
+        for row in db.conn.execute("PRAGMA database_list"):
+            if row[1] == "main" and row[2]:
+                return Path(row[2])
+    except sqlite3.Error:
+        pass
+    return Path("navi.db")
 
 
 def _json_or_none(value) -> str | None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import sqlite_utils
 
 from .db import connect, write_transaction
+from .disk import DiskError, disk_error
 from .rows import event_row, metric_row
 from .schema import apply_schema
 
@@ -118,6 +119,9 @@ class StoreWriter:
 
     def _raise_if_failed(self) -> None:
         # the error stays set: once the thread is dead, every later call fails
+        if isinstance(self.error, DiskError):
+            # a full or read-only disk is no bug of the writer: the caller reports it in one line
+            raise self.error.again() from self.error
         if self.error is not None:
             raise StoreWriterError(
                 f"store writer for {self.db_path} failed: {self.error!r}"
@@ -155,7 +159,7 @@ class StoreWriter:
                 for request in requests:
                     request.done.set()
         except BaseException as exc:
-            self.error = exc
+            self.error = disk_error(exc, "the store", self.db_path) or exc
             self._release_waiters()
         finally:
             if db is not None:
