@@ -391,8 +391,14 @@ def observe_resume(setup: Setup, trial: Trial, second: bool = False) -> None:
     """train --resume RUN, to its end. second: once it has claimed the run (its "run N:" line), a second
     `train --resume RUN` must be refused (exit 2, one line) and leave no run row."""
     child = Child(setup.command("train", "--resume", trial.run_id))
-    if second and child.wait_for(re.compile(r"^run \d+: profile "), 600):
-        code, _, err = run(setup.command("train", "--resume", trial.run_id))
+    if second and child.wait_for(RUN_LINE, 600):
+        # stopped while the second tries: alive and holding its locks however little it has left to do
+        # (a resume with nothing to train ended before a second one claimed the run, in a long run)
+        os.kill(child.pid, signal.SIGSTOP)
+        try:
+            code, _, err = run(setup.command("train", "--resume", trial.run_id))
+        finally:
+            os.kill(child.pid, signal.SIGCONT)
         trial.second = (code, err.strip())
     trial.resume_exit = child.finish(600)
     trial.resume_err = child.err.strip()
