@@ -282,6 +282,7 @@ class Trial:
     continuations: int = 0  # runs that name this one as resumed_from, after the resume(s)
     first: "Trial | None" = field(default=None, repr=False)  # a killed resume: the kill of the run it continued
     lines: list[tuple[float, str]] = field(default_factory=list, repr=False)
+    err: str = field(default="", repr=False)  # the killed process's stderr
     killed_at: float = 0.0
 
 
@@ -304,7 +305,7 @@ def kill(setup: Setup, delay: float, after: re.Pattern | None = None, command: l
         child.finish(30)
         trial.killed_at = time.monotonic()
     trial.exit_code = child.proc.returncode
-    trial.lines = list(child.lines)
+    trial.lines, trial.err = list(child.lines), child.err
     trial.run_id = run_of_pid(setup.home, child.pid)
     observe_store(setup.home, trial)
     return trial
@@ -323,6 +324,11 @@ def kill_trial(setup: Setup, delay: float, after: re.Pattern | None = None, seco
         observe_next_start(setup, trial)
         if resume_kill is not None and trial.checkpoints:
             again = kill(setup, resume_kill, RUN_LINE, setup.command("train", "--resume", trial.run_id))
+            if not again.killed and again.run_id is not None:
+                # the resume ended before its instant: it is simply this run's resume, judged as one
+                take_resume(setup, trial, again.exit_code, again.err, again.run_id)
+                trial.seconds = time.monotonic() - t0
+                return trial
             again.first = trial
             trial = again
             if not (trial.run_id is not None and trial.killed):
@@ -391,17 +397,28 @@ def observe_resume(setup: Setup, trial: Trial, second: bool = False) -> None:
     """train --resume RUN, to its end. second: once it has claimed the run (its "run N:" line), a second
     `train --resume RUN` must be refused (exit 2, one line) and leave no run row."""
     child = Child(setup.command("train", "--resume", trial.run_id))
-    if second and child.wait_for(re.compile(r"^run \d+: profile "), 600):
-        code, _, err = run(setup.command("train", "--resume", trial.run_id))
+    if second and child.wait_for(RUN_LINE, 600):
+        # stopped while the second tries: alive and holding its locks however little it has left to do
+        # (a resume with nothing to train ended before a second one claimed the run, in a long run)
+        os.kill(child.pid, signal.SIGSTOP)
+        try:
+            code, _, err = run(setup.command("train", "--resume", trial.run_id))
+        finally:
+            os.kill(child.pid, signal.SIGCONT)
         trial.second = (code, err.strip())
-    trial.resume_exit = child.finish(600)
-    trial.resume_err = child.err.strip()
-    trial.continuations = query(setup.home, "SELECT count(*) FROM runs WHERE resumed_from = ?", (trial.run_id,))[0][0]
+    code = child.finish(600)
     m = next((m for _, line in child.lines if (m := re.match(r"^run (\d+) \(", line))), None)
-    if m:
-        trial.resumed_run = int(m.group(1))
-        trial.resumed = run_row(setup.home, trial.resumed_run)
-        trial.gates = gates_of(setup.home, trial.resumed_run)
+    take_resume(setup, trial, code, child.err, int(m.group(1)) if m else None)
+
+
+def take_resume(setup: Setup, trial: Trial, code: int, err: str, resumed_run: int | None) -> None:
+    """What the resume of trial's run left: its exit, its run row and its gates."""
+    trial.resume_exit, trial.resume_err = code, err.strip()
+    trial.continuations = query(setup.home, "SELECT count(*) FROM runs WHERE resumed_from = ?", (trial.run_id,))[0][0]
+    if resumed_run is not None:
+        trial.resumed_run = resumed_run
+        trial.resumed = run_row(setup.home, resumed_run)
+        trial.gates = gates_of(setup.home, resumed_run)
 
 
 # the judge ---------------------------------------------------------------------------------------
