@@ -105,6 +105,10 @@ class RunLock:
         # unlink would lock a file nobody else can see any more
         try:
             os.ftruncate(self._fd, 0)
+        except OSError:
+            # a disk gone read-only or full mid-run: the pid stays in the file, which blocks
+            # nobody once the flock is gone, and the error that ended the run is the one to show
+            pass
         finally:
             os.close(self._fd)  # closing drops the flock
             self._fd = None
