@@ -27,7 +27,7 @@ def connect(path: Path | str) -> sqlite_utils.Database:
         # full syncs the wal at every commit, so what a reader saw committed survives a power cut
         # or a file system the kernel turns read-only after an error. normal (no sync until a
         # checkpoint of the wal) lost every row of a young run that way: the disk-trouble harness
-        # (docs/reliability/disk.md). Commits are batched (the writer's one per half second), so
+        # (docs/reliability.md, "Disk trouble"). Commits are batched (the writer's one per half second), so
         # the syncs cost the trainer nothing it waits for
         db.execute("PRAGMA synchronous=FULL")
         # sqlite leaves foreign keys off unless each connection asks

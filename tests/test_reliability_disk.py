@@ -8,7 +8,7 @@ read-only after an error) need mount, so they skip where it is not permitted; `f
 trainer's file size limit dropped from outside) needs nothing and always runs. The judge is shown
 to catch each fault it exists for, planted in a real trainer (one that swallows the disk error)
 and in its results. The trainer before these fixes is the harness's own negative control:
-`--code` points it at another checkout (docs/reliability/disk.md has what it found).
+`--code` points it at another checkout (docs/reliability.md, "Disk trouble" has what it found).
 """
 
 import errno
@@ -50,7 +50,7 @@ def test_a_full_disk_stops_the_trainer_with_one_line_and_a_sound_store():
 
 @needs_ext4
 def test_a_file_system_gone_read_only_stops_the_trainer_and_loses_no_committed_row():
-    # with synchronous=NORMAL this lost every row of the run (docs/reliability/disk.md)
+    # with synchronous=NORMAL this lost every row of the run (docs/reliability.md, "Disk trouble")
     result = run_one("readonly", steps=10, resume=False)
     assert failing(result) == [], result
     assert result["rows_seen_before_fault"] > 0
