@@ -157,13 +157,18 @@ def test_the_console_does_not_take_nproc(tmp_path):
     assert proc.stderr.startswith("navi-tui: error: --nproc 2: several processes train headless")
 
 
+def train_with_planted_fault(home, small_corpus, **fault):
+    """train --nproc 2 with tests/ddp_fault/sitecustomize.py on every rank's path, set by fault's variables."""
+    fault_env = env(**fault)
+    fault_env["PYTHONPATH"] = os.pathsep.join([str(TESTS / "ddp_fault"), fault_env["PYTHONPATH"]])
+    return navi("--home", home, "--no-ui", "--device", "cpu", "train", "--nproc", 2, "--steps", 2,
+                "--data", small_corpus, env=fault_env)
+
+
 def test_a_failed_rank_reaches_the_store_as_an_event_and_fails_the_run(tmp_path, small_corpus):
     """A fault planted in rank 1 (tests/ddp_fault/sitecustomize.py): it fails when the planner starts."""
     home = tmp_path / "home"
-    fault_env = env(NAVI_TEST_FAULT_RANK="1")
-    fault_env["PYTHONPATH"] = os.pathsep.join([str(TESTS / "ddp_fault"), fault_env["PYTHONPATH"]])
-    proc = navi("--home", home, "--no-ui", "--device", "cpu", "train", "--nproc", 2, "--steps", 2,
-                "--data", small_corpus, env=fault_env)
+    proc = train_with_planted_fault(home, small_corpus, NAVI_TEST_FAULT_RANK="1")
     assert proc.returncode == 1, proc.stderr[-3000:]
     with Store(home) as store:
         run = store.list_runs()[0]
@@ -175,10 +180,7 @@ def test_a_failed_rank_reaches_the_store_as_an_event_and_fails_the_run(tmp_path,
 def test_when_rank_0_is_killed_the_launcher_records_the_other_ranks_failure_and_marks_the_run_crashed(
         tmp_path, small_corpus):
     home = tmp_path / "home"
-    fault_env = env(NAVI_TEST_FAULT_RANK="0", NAVI_TEST_FAULT_MODE="kill")
-    fault_env["PYTHONPATH"] = os.pathsep.join([str(TESTS / "ddp_fault"), fault_env["PYTHONPATH"]])
-    proc = navi("--home", home, "--no-ui", "--device", "cpu", "train", "--nproc", 2, "--steps", 2,
-                "--data", small_corpus, env=fault_env)
+    proc = train_with_planted_fault(home, small_corpus, NAVI_TEST_FAULT_RANK="0", NAVI_TEST_FAULT_MODE="kill")
     assert proc.returncode == 1, proc.stderr[-3000:]
     with Store(home) as store:
         run = store.list_runs()[0]
