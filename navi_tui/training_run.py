@@ -38,6 +38,7 @@ from navi_model.train import train_policy
 from store import DiskError, StoreWriter
 
 from navi_tui.continuation import ResumePoint, check_resume_point
+from navi_tui.halt_points import armed_sink, halt_before_store, stop_after_claim
 from navi_tui.home import open_store
 from navi_tui.recorder import RunRecorder, eval_row
 from navi_tui.run_lock import TrainerLocks
@@ -127,6 +128,7 @@ def train_run(
         config["resumed_from"] = {"run": resume.source_run, "checkpoint": resume.checkpoint["id"],
                                   "checkpoints": resume.checkpoint_ids, "rollback": resume.rollback}
 
+    halt_before_store(out)  # a harness's kill before anything of the run exists
     store = open_store(home, create=True)
     locks = TrainerLocks(store.home)
     try:
@@ -142,6 +144,7 @@ def train_run(
         writer = StoreWriter(store.path).start()
         if resume is not None:
             _record_resume(store, writer, run_id, resume)
+        stop_after_claim(run_id, writer.flush, out)  # a harness's second trainer meets a live one here
         if on_start is not None:
             on_start(run_id)
         try:
@@ -222,6 +225,8 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
     stepping = SteppingWindows()
     if monitor:
         emit = fanout(emit, warm_watch(monitor), stepping)
+    if halt_or_pause := armed_sink(control, out):  # last: the step's rows and line are out first
+        emit = fanout(emit, halt_or_pause)
     gates_by_model: dict[str | None, list[GateVerdict]] = {None: list(preflight)}
     stored: set[str | None] = set()
 

@@ -40,12 +40,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from navi_tui.halt_points import HALT_ENV, PAUSE_ENV, STOP_ENV
 from store.writer import FLUSH_INTERVAL_S
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
 for _name in ("NAVI_DISCORD_WEBHOOK", "NAVI_DISCORD_TOKEN", "NAVI_DISCORD_CHANNEL"):
     ENV.pop(_name, None)  # the harness measures the store, not a mirror
+for _name in (HALT_ENV, PAUSE_ENV, STOP_ENV):
+    ENV.pop(_name, None)  # a trainer halts only where a trial arms it
 
 # the child: the real command line, every training phase of every profile changed as argv[1] says
 # (a JSON object of TrainConfig fields), as the tests change profile fields in process
@@ -66,6 +69,8 @@ CRASH_TRAINING = {"batch_size": 8, "log_every": 2, "checkpoint_every_s": 0.5}
 PROGRESS = re.compile(r"^(?P<phase>\w+)\s+step\s+(?P<step>\d+)(?:/\d+)?\s+loss\s+(?P<loss>\S+)")
 LOG_LINE = re.compile(r"^\[(?P<level>info|warn|error)\] (?P<message>.*)$")
 RUN_LINE = re.compile(r"^run \d+: profile ")  # printed once the run row exists and the trainer holds its lock
+STOP_LINE = re.compile(r"^\[stop\] run \d+$")  # NAVI_STOP_AT=run: stopped, its writer's rows committed
+HALT_LINE = re.compile(r"^\[halt\] (?P<phase>\w+) step (?P<step>\d+)$")  # navi_tui/halt_points.py
 
 
 def navi_command(home: Path, *args, training: dict | None = None) -> list[str]:
@@ -114,9 +119,9 @@ def small_corpus(dest: Path) -> Path:
 class Child:
     """A navi-tui process whose stdout lines are stamped (time.monotonic()) as they arrive."""
 
-    def __init__(self, argv: list[str]):
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None):
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(argv, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        self.proc = subprocess.Popen(argv, cwd=REPO, env={**ENV, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, errors="replace", start_new_session=True)
         self.lines: list[tuple[float, str]] = []
         self.err = ""
@@ -256,6 +261,8 @@ def reference_run(setup: Setup) -> Reference:
 class Trial:
     delay: float  # seconds from the start of the trainer (or from the `after` line) to its SIGKILL
     after: str | None = None  # the stdout line whose arrival started the delay
+    halt: str | None = None  # or the known point (NAVI_HALT_AT, PHASE:STEP) where the trainer halted for its kill
+    halted_at: float | None = None  # when its halt line arrived: every row printed before it was handed over
     killed: bool = False  # False: the trainer ended by itself before the kill
     exit_code: int | None = None
     run_id: int | None = None
@@ -286,9 +293,17 @@ class Trial:
     killed_at: float = 0.0
 
 
-def kill(setup: Setup, delay: float, after: re.Pattern | None = None, command: list[str] | None = None) -> Trial:
+def kill(setup: Setup, delay: float, after: re.Pattern | None = None, command: list[str] | None = None,
+         halt: str | None = None) -> Trial:
     """Start a trainer (setup.train(), or command), SIGKILL it `delay` seconds after its start (or after
-    its first stdout line that matches `after`), and look at the store it left: integrity and rows."""
+    its first stdout line that matches `after`), and look at the store it left: integrity and rows.
+
+    halt: instead of a delay, a known point (PHASE:STEP, or `start`: before the store is opened) where
+    the trainer halts itself (navi_tui/halt_points.py); it is killed there, whatever the machine's
+    speed. The tests kill at known points; the long form (benchmarks/reliability/crash.py) kills at
+    random instants on purpose, and its judge takes a run that ended first as a run that ended."""
+    if halt is not None:
+        return kill_at(setup, halt, command)
     trial = Trial(delay, after.pattern if after is not None else None)
     child = Child(command or setup.train())
     begin = child.started
@@ -311,19 +326,52 @@ def kill(setup: Setup, delay: float, after: re.Pattern | None = None, command: l
     return trial
 
 
-def kill_trial(setup: Setup, delay: float, after: re.Pattern | None = None, second: bool = False,
-               resume_kill: float | None = None) -> Trial:
+def kill_at(setup: Setup, halt: str, command: list[str] | None = None) -> Trial:
+    """SIGKILL a trainer at its halt point: once its halt line is out and the store holds the row of
+    the step it halted at (its writer goes on while the training thread waits), so every row it
+    printed before the halt is due."""
+    trial = Trial(0.0, halt=halt)
+    child = Child(command or setup.train(), env={HALT_ENV: halt})
+    m = child.wait_for(HALT_LINE, 600)
+    if m is None:
+        code = child.finish(60)
+        raise AssertionError(f"the trainer never reached its halt point {halt}: exit {code}, "
+                             f"stderr {child.err.strip()[-500:]!r}")
+    trial.halted_at = next(t for t, line in child.lines if HALT_LINE.match(line))
+    if m["phase"] != "start":
+        run_id = run_of_pid(setup.home, child.pid)
+        step_row = "SELECT count(*) FROM metrics WHERE run_id = ? AND phase = ? AND step = ? AND name = 'loss'"
+        deadline = time.monotonic() + 120
+        while not (run_id and query(setup.home, step_row, (run_id, m["phase"], int(m["step"])))[0][0]):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"run {run_id} halted at {m['phase']} step {m['step']}, and its writer "
+                                     f"did not commit that step's loss within 120 s")
+            time.sleep(0.02)
+            run_id = run_id or run_of_pid(setup.home, child.pid)
+    trial.killed_at = child.kill()
+    trial.killed = True
+    trial.exit_code = child.proc.returncode
+    trial.lines, trial.err = list(child.lines), child.err
+    trial.run_id = run_of_pid(setup.home, child.pid)
+    observe_store(setup.home, trial)
+    return trial
+
+
+def kill_trial(setup: Setup, delay: float = 0.0, after: re.Pattern | None = None, second: bool = False,
+               resume_kill: float | None = None, halt: str | None = None, resume_halt: str | None = None) -> Trial:
     """One whole trial: the kill, the next start, the resume (and with second, a second resume meanwhile).
 
     resume_kill: the resume is killed too, that many seconds after its run line; the returned trial is
     then the resume's (whose run continues the killed one, and is itself continued to the end), and
-    `first` holds the observations of the first kill."""
+    `first` holds the observations of the first kill.
+    halt, resume_halt: the same at known points instead of delays (see kill)."""
     t0 = time.monotonic()
-    trial = kill(setup, delay, after)
+    trial = kill(setup, delay, after, halt=halt)
     if trial.run_id is not None and trial.killed:
         observe_next_start(setup, trial)
-        if resume_kill is not None and trial.checkpoints:
-            again = kill(setup, resume_kill, RUN_LINE, setup.command("train", "--resume", trial.run_id))
+        if (resume_kill is not None or resume_halt is not None) and trial.checkpoints:
+            again = kill(setup, resume_kill or 0.0, RUN_LINE, setup.command("train", "--resume", trial.run_id),
+                         halt=resume_halt)
             if not again.killed and again.run_id is not None:
                 # the resume ended before its instant: it is simply this run's resume, judged as one
                 take_resume(setup, trial, again.exit_code, again.err, again.run_id)
@@ -361,7 +409,7 @@ def observe_store(home: Path, trial: Trial) -> None:
     messages = {(level, message) for level, message in query(
         home, "SELECT level, message FROM events WHERE run_id = ?", (trial.run_id,))}
     for t, line in trial.lines:
-        due = t < trial.killed_at - FLUSH_INTERVAL_S
+        due = is_due(trial, t)
         if m := PROGRESS.match(line):
             key = (m["phase"], int(m["step"]))
             stored = key in losses and _same_loss(losses[key], m["loss"])
@@ -377,6 +425,13 @@ def observe_store(home: Path, trial: Trial) -> None:
             lost.append(line.strip())
         elif not stored:
             trial.in_window += 1
+
+
+def is_due(trial: Trial, t: float) -> bool:
+    """Whether a line read at t had its rows committed before the kill: read a flush interval before
+    it, or before the halt line of a trainer killed at its halt point (the harness waited for the
+    writer to commit the halted step's rows, which it commits in order)."""
+    return t < trial.killed_at - FLUSH_INTERVAL_S or (trial.halted_at is not None and t <= trial.halted_at)
 
 
 def _same_loss(stored: float | None, printed: str) -> bool:
@@ -396,11 +451,14 @@ def observe_next_start(setup: Setup, trial: Trial, command: list[str] | None = N
 def observe_resume(setup: Setup, trial: Trial, second: bool = False) -> None:
     """train --resume RUN, to its end. second: once it has claimed the run (its "run N:" line), a second
     `train --resume RUN` must be refused (exit 2, one line) and leave no run row."""
-    child = Child(setup.command("train", "--resume", trial.run_id))
-    if second and child.wait_for(RUN_LINE, 600):
-        # stopped while the second tries: alive and holding its locks however little it has left to do
-        # (a resume with nothing to train ended before a second one claimed the run, in a long run)
-        os.kill(child.pid, signal.SIGSTOP)
+    child = Child(setup.command("train", "--resume", trial.run_id), env={STOP_ENV: "run"} if second else None)
+    if second:
+        # it stops itself once it holds the run, its rows committed: alive and holding its locks however
+        # little it has left to do, and holding no write of the database while the second one tries
+        if not child.wait_for(STOP_LINE, 600):
+            raise AssertionError(f"the resume of run {trial.run_id} ended before it stopped: exit "
+                                 f"{child.finish(60)}, stderr {child.err.strip()[-500:]!r}")
+        wait_stopped(child.pid)
         try:
             code, _, err = run(setup.command("train", "--resume", trial.run_id))
         finally:
@@ -409,6 +467,15 @@ def observe_resume(setup: Setup, trial: Trial, second: bool = False) -> None:
     code = child.finish(600)
     m = next((m for _, line in child.lines if (m := re.match(r"^run (\d+) \(", line))), None)
     take_resume(setup, trial, code, child.err, int(m.group(1)) if m else None)
+
+
+def wait_stopped(pid: int, timeout: float = 60) -> None:
+    """Until the kernel shows pid stopped (state T): SIGSTOP from itself lands a moment after its line."""
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} did not stop within {timeout:.0f} s")
+        time.sleep(0.01)
 
 
 def take_resume(setup: Setup, trial: Trial, code: int, err: str, resumed_run: int | None) -> None:

@@ -5,8 +5,9 @@
 
 Every trainer here is a real `navi-tui --no-ui --profile tiny train` process on a small corpus, with
 small batches and a checkpoint every half second (crash_harness.CRASH_TRAINING). The fast form kills
-at moments named by the trainer's own output (a wall-clock delay would land elsewhere on a loaded
-machine): inside the policy's phase after a periodic checkpoint, and inside the talker's SFT. The
+at known points where the trainer halts itself (NAVI_HALT_AT, navi_tui/halt_points.py; a wall-clock
+delay would land elsewhere on a faster or a loaded machine): inside the policy's phase after a
+periodic checkpoint, inside the planner's phase of its resume, and inside the talker's SFT. The
 planted faults show that the judge fails a trial that loses a row, is not marked crashed, resumes
 to another verdict, or leaves a damaged file.
 """
@@ -32,7 +33,10 @@ STEPS = 6
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("crash")
-    return H.Setup(root / "home", steps=STEPS, data=H.small_corpus(root / "corpus"))
+    # a periodic checkpoint after every step (a step takes far longer than a nanosecond): the kills
+    # below land after a known checkpoint, however fast the machine
+    return H.Setup(root / "home", steps=STEPS, data=H.small_corpus(root / "corpus"),
+                   training={**H.CRASH_TRAINING, "checkpoint_every_s": 1e-9})
 
 
 @pytest.fixture(scope="module")
@@ -40,18 +44,19 @@ def reference(setup):
     return H.reference_run(setup)
 
 
-# a second after a line, whatever the machine's speed: the rows of that line are due (older than the
-# writer's flush interval), and the kill lands a little later in the run
+# every kill lands where the trainer halted itself (navi_tui/halt_points.py), never a delay after a
+# line: on a fast machine a 6-step run ends within a second of any line
 @pytest.fixture(scope="module")
 def policy_kill(setup, reference):
-    # and its resume is killed too, a second after it claimed the run; then that one is resumed to the end
-    return H.kill_trial(setup, 1.0, re.compile(r"^policy\s+step\s+2/"), resume_kill=1.0)
+    # inside the policy's phase after its periodic checkpoint of step 4; its resume is killed too,
+    # inside the planner's phase, and that one is resumed to the end
+    return H.kill_trial(setup, halt="policy:4", resume_halt="planner:2")
 
 
 @pytest.fixture(scope="module")
 def talker_kill(setup, reference):
     # and a second `train --resume` while the first one trains: refused
-    return H.kill_trial(setup, 1.0, re.compile(r"^sft\s+step\s+2/"), second=True)
+    return H.kill_trial(setup, halt="sft:2", second=True)
 
 
 @pytest.mark.parametrize("kill", ["policy_kill", "talker_kill"])
@@ -72,9 +77,9 @@ def test_a_killed_trainer_loses_no_row_is_marked_crashed_and_resumes_to_the_same
 
 
 def test_a_kill_before_the_run_row_leaves_no_run_and_a_sound_store(setup, reference):
-    # the process is still importing torch: nothing of it may reach the store
+    # the process has loaded its corpus and judged its preflight, and not opened the store yet
     before = H.query(setup.home, "SELECT count(*) FROM runs")[0][0]
-    trial = H.kill_trial(setup, 0.3)
+    trial = H.kill_trial(setup, halt="start")
     assert trial.killed and trial.run_id is None
     assert H.judge(trial, reference) == []
     assert H.query(setup.home, "SELECT count(*) FROM runs")[0][0] == before
@@ -91,7 +96,7 @@ def copy_home(setup, tmp_path):
 def test_the_judge_catches_a_lost_metric_row(policy_kill, reference, setup, tmp_path):
     home = copy_home(setup, tmp_path)
     first = policy_kill.first  # the kill inside the policy's phase, whose resume was killed in its turn
-    due = next(line for t, line in first.lines if H.PROGRESS.match(line) and t < first.killed_at - H.FLUSH_INTERVAL_S)
+    due = next(line for t, line in first.lines if H.PROGRESS.match(line) and H.is_due(first, t))
     m = H.PROGRESS.match(due)
     with sqlite3.connect(home / "navi.db") as db:
         db.execute("DELETE FROM metrics WHERE run_id = ? AND phase = ? AND step = ? AND name = 'loss'",
