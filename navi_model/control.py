@@ -14,6 +14,7 @@ class TrainingControl:
         self._stop = threading.Event()
         self._running = threading.Event()
         self._running.set()
+        self._parked = threading.Event()  # set while the loop waits in a pause
         self._lock = threading.Lock()
         self._requests: set[str] = set()
 
@@ -35,9 +36,17 @@ class TrainingControl:
     def stopped(self) -> bool:
         return self._stop.is_set()
 
+    @property
+    def parked(self) -> bool:
+        """The loop is waiting at a step boundary: paused, and no step can run until resume()."""
+        return self._parked.is_set()
+
     def checkpoint_between_steps(self) -> bool:
         """Block while paused; return True if the loop should stop."""
-        self._running.wait()
+        if not self._running.is_set():
+            self._parked.set()
+            self._running.wait()
+            self._parked.clear()
         return self._stop.is_set()
 
     def request(self, what: str) -> None:

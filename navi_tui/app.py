@@ -93,6 +93,7 @@ class NaviApp(App):
         self.session: TrainingSession | None = None
         self.view = RunView()
         self.own_view = False  # the view is fed by this console's trainer, not by the store
+        self.sessions_ended = 0  # training sessions whose end this screen has shown (tests wait on it)
         self._cursor = (0, 0)  # (metric id, event id) read so far of a followed run
         self._rendered = -1
         self._events_shown = 0
@@ -233,6 +234,7 @@ class NaviApp(App):
             self.open_run(message.run_id)
         self.refresh_runs()
         self.notice(message.summary, error=message.error is not None)
+        self.sessions_ended += 1
         if self._quitting and current:
             self.exit()
 

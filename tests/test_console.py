@@ -9,6 +9,8 @@ that every key does what the footer says, and that the store and the screen agre
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -17,7 +19,9 @@ import pytest
 import torch
 
 from navi_tui.app import NaviApp
+from crash_harness import wait_stopped
 from navi_tui.cli import main
+from navi_tui.halt_points import STOP_ENV
 from navi_tui.messages import EventsReady
 from navi_tui.training_session import EventBridge
 from navi_tui.widgets.dialogs import CheckpointPicker, ConfirmQuit, HelpScreen, TextScreen
@@ -49,6 +53,17 @@ async def wait_for(pilot, condition, timeout: float = 240.0, what: str = "condit
         await pilot.pause(0.1)
 
 
+async def wait_ended(pilot, app, sessions: int = 1, timeout: float = 400.0):
+    """Until the screen has shown the end of its `sessions`-th training session: the trainer's last
+    event drained and the run read back from the store, as a person sees it once the run is over."""
+    await wait_for(pilot, lambda: app.sessions_ended >= sessions, timeout, f"the end of session {sessions}")
+
+
+# runs that must still be training when a key reaches them: longer than any machine finishes before the
+# key, and the key's stop ends them at once
+ENDLESS = 100_000
+
+
 async def show_table(app, pilot, tab: str, table_type):
     """Bring a tab to the front and focus its table, as a person would with the mouse."""
     app.query_one("#tabs").active = tab
@@ -75,8 +90,9 @@ async def test_t_trains_a_run_and_every_pane_fills(tmp_path):
         assert "no run open" in header_text(app)
         await pilot.press("t")
         await wait_for(pilot, lambda: app.session is not None and app.session.run_id == 1, what="run 1")
-        await wait_for(pilot, lambda: not app.session.alive, what="the run to end")
-        await pilot.pause(0.5)
+        await wait_ended(pilot, app)
+        # the header repaints on the console's calm tick, the panes at once
+        await wait_for(pilot, lambda: "completed" in header_text(app), what="the header to say completed")
         with Store(tmp_path / "home") as store:
             run = store.get_run(1)
             gates = {e["gate"] for e in store.evals(1)}
@@ -95,33 +111,31 @@ async def test_t_trains_a_run_and_every_pane_fills(tmp_path):
 
 
 async def test_pause_resume_and_stop_reach_the_trainer(tmp_path):
-    app = make_app(tmp_path / "home", steps=400, train_on_start=True)
+    app = make_app(tmp_path / "home", steps=ENDLESS, train_on_start=True)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.view.latest.step >= 5, what="training to log a few steps")
         await pilot.press("p")
         assert app.session.control.paused
-        await pilot.pause(0.3)
-        assert "PAUSED" in header_text(app)
-        # once paused at a step boundary, no more steps are logged
-        await pilot.pause(1.5)
+        await wait_for(pilot, lambda: "PAUSED" in header_text(app), what="PAUSED in the header")
+        # parked at a step boundary: the loop itself waits, so no step can run and none is logged
+        await wait_for(pilot, lambda: app.session.control.parked, what="the loop to park")
         before = app.view.latest.step
-        await pilot.pause(1.5)
-        assert app.view.latest.step == before
+        await pilot.pause()
+        assert app.session.control.parked and app.view.latest.step == before
         await pilot.press("p")
         assert not app.session.control.paused
         await wait_for(pilot, lambda: app.view.latest.step > before, what="training to go on")
         await pilot.press("s")
-        await wait_for(pilot, lambda: not app.session.alive, what="the stop")
-        await pilot.pause(0.3)
+        await wait_ended(pilot, app)
     with Store(tmp_path / "home") as store:
         run = store.get_run(1)
         policy = store.latest_checkpoint(1, "policy")
     assert run["status"] == "stopped"
-    assert 0 < policy["step"] < 400  # the stop saved a checkpoint where it stood
+    assert 0 < policy["step"] < ENDLESS  # the stop saved a checkpoint where it stood
 
 
 async def test_quit_asks_first_and_stops_the_run_with_a_checkpoint(tmp_path):
-    app = make_app(tmp_path / "home", steps=400, train_on_start=True)
+    app = make_app(tmp_path / "home", steps=ENDLESS, train_on_start=True)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.view.latest.step >= 5, what="training")
         await pilot.press("q")
@@ -157,8 +171,7 @@ async def test_g_runs_the_gallery_and_shows_it(trained_home):
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("g")
         await wait_for(pilot, lambda: app.last_notice.startswith("gallery:"), what="the gallery")
-        await pilot.pause(0.5)
-        assert app.query_one(GalleryTable).row_count == 50
+        await wait_for(pilot, lambda: app.query_one(GalleryTable).row_count == 50, what="the gallery's 50 rows")
     with Store(trained_home) as store:
         assert len(store.gallery(1)) == before + 50
 
@@ -250,8 +263,7 @@ async def test_a_training_error_shows_and_marks_the_run_failed(tmp_path, monkeyp
     monkeypatch.setattr(tr, "train_policy", broken)
     app = make_app(tmp_path / "home", steps=2, train_on_start=True)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.session.run_id and not app.session.alive, what="the failure")
-        await pilot.pause(0.3)
+        await wait_ended(pilot, app)
         assert "planted: the policy trainer blew up" in app.last_notice
         assert any("planted" in e[3] and e[1] == "error" for e in app.view.events)
         await pilot.press("question_mark")  # the app is still up and answering keys
@@ -284,8 +296,7 @@ async def test_the_ui_handles_far_fewer_wakeups_than_events(tmp_path):
 
     app = make_app(tmp_path / "home", steps=2, train_on_start=True)
     async with app.run_test(size=SIZE, message_hook=hook) as pilot:
-        await wait_for(pilot, lambda: app.session.run_id and not app.session.alive, what="the run")
-        await pilot.pause(0.3)
+        await wait_ended(pilot, app)
         events = app.session.bridge.posted
     assert 0 < len(handled) <= events
 
@@ -295,28 +306,35 @@ async def test_the_console_follows_a_run_another_process_writes(tmp_path, nproc)
     """Attach: a real headless navi-tui writes the run (in one process, or rank 0 of a torchrun job
     of two: train --nproc 2); the console reads only rows past its cursor."""
     home = tmp_path / "home"
+    # the writer stops itself once its run row exists (NAVI_STOP_AT=run), so the console opens on a run
+    # that is known to be running, however fast the machine; SIGCONT lets it train on
     proc = subprocess.Popen([sys.executable, "-m", "navi_tui", "--home", str(home), "--no-ui", "train",
                              "--steps", "30", *(["--nproc", str(nproc)] if nproc > 1 else [])],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, STOP_ENV: "run"})
     try:
         deadline = time.monotonic() + 120
         while not (home / "navi.db").exists() or not Store(home).latest_run():
             assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline
+            assert time.monotonic() < deadline, "no run row within 120 s"
             time.sleep(0.2)
+        writer_pid = Store(home).latest_run()["pid"]  # rank 0 under torchrun: the launcher's child
+        wait_stopped(writer_pid)
         app = make_app(home)
         async with app.run_test(size=SIZE) as pilot:
             assert app.view.run_id == 1
+            await wait_for(pilot, lambda: "followed" in header_text(app), what="the header to say followed")
+            seen_running = app.view.status == "running"
+            os.kill(writer_pid, signal.SIGCONT)
             await wait_for(pilot, lambda: app.view.latest.step > 0, what="rows from the other process")
-            seen_running = app.view.status == "running" and "followed" in header_text(app)
             await wait_for(pilot, lambda: app.view.status in ("completed", "failed"), timeout=400,
                            what="the other process to finish")
-            await pilot.pause(1.0)
             with Store(home) as store:
                 n_loss = len(store.metrics(1, "loss"))
                 n_gates = len({e["gate"] for e in store.evals(1)})
                 world = json.loads(store.get_run(1)["config_json"])["world_size"]
             # every stored loss once: read past a cursor, never the history again
+            await wait_for(pilot, lambda: sum(len(v) for v in app.view.loss.values()) >= n_loss
+                           and app.query_one(GatesTable).row_count >= n_gates, what="the store's last rows")
             assert sum(len(v) for v in app.view.loss.values()) == n_loss
             assert app.query_one(GatesTable).row_count == n_gates
         assert seen_running and world == nproc
@@ -338,8 +356,7 @@ async def test_c_continues_the_open_run_as_a_new_run(trained_home):
         await pilot.press("c")
         await wait_for(pilot, lambda: app.session is not None and app.session.run_id is not None, what="the new run")
         new_id = app.session.run_id
-        await wait_for(pilot, lambda: not app.session.alive, what="the continued run")
-        await pilot.pause(0.3)
+        await wait_ended(pilot, app)
         assert app.view.run_id == new_id
     with Store(trained_home) as store:
         run = store.get_run(new_id)
@@ -399,7 +416,6 @@ async def test_without_a_mirror_the_header_says_discord_is_off(tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("t")
         await wait_for(pilot, lambda: app.view.run_id == 1, what="run 1")
-        await pilot.pause(0.6)
-        assert "discord off" in header_text(app)
+        await wait_for(pilot, lambda: "discord off" in header_text(app), what="the mirror's state in the header")
         app.session.control.stop()
         await wait_for(pilot, lambda: not app.session.alive, what="the stop")

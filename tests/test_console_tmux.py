@@ -56,7 +56,7 @@ class Terminal:
 
 def test_the_real_binary_trains_pauses_stops_and_quits(tmp_path):
     home = tmp_path / "home"
-    term = Terminal(f"{navi_binary()} --home {home} train --steps 400; echo navi-exited-$?; sleep 60")
+    term = Terminal(f"{navi_binary()} --home {home} train --steps 100000; echo navi-exited-$?; sleep 60")
     try:
         term.wait_for("q quit")  # the footer names the keys
         screen = term.wait_for("phase policy")
