@@ -262,26 +262,28 @@ def wait_for_checkpoint(home: Path, proc: subprocess.Popen, timeout: float, coun
     return False
 
 
-def process_state(pid: int) -> str:
-    """The kernel's one-letter state of a process: R, S, T (stopped), Z (ended, not reaped)..."""
+def thread_states(pid: int) -> list[str]:
+    """The kernel's one-letter state of each thread of a process: R, S, T (stopped), Z (ended)...;
+    [] when a thread ended as we looked, or the process is gone."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return [(t / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in Path(f"/proc/{pid}/task").iterdir()]
     except (OSError, IndexError):
-        return "?"
+        return []
 
 
 def pause(proc: subprocess.Popen, timeout: float = 60.0) -> bool:
-    """SIGSTOP the trainer and wait until the kernel has stopped it; False when it had ended first."""
+    """SIGSTOP the trainer and wait until the kernel has stopped every thread of it (the signal is
+    asynchronous); False when it had ended first."""
     if proc.poll() is not None:
         return False
     os.kill(proc.pid, signal.SIGSTOP)
     deadline = time.monotonic() + timeout
     while proc.poll() is None:
-        if process_state(proc.pid) == "T":
+        states = thread_states(proc.pid)
+        if states and all(state == "T" for state in states):
             return True
         if time.monotonic() > deadline:
-            raise TimeoutError(f"trainer {proc.pid} did not stop within {timeout:.0f} s of SIGSTOP "
-                               f"(state {process_state(proc.pid)})")
+            raise TimeoutError(f"trainer {proc.pid} did not stop within {timeout:.0f} s of SIGSTOP (threads {states})")
         time.sleep(0.01)
     return False
 
