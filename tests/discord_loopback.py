@@ -140,6 +140,12 @@ class LoopbackDiscord:
         with self.lock:
             return [r for r in self.requests if r[1] in ("POST", "PATCH")]
 
+    def request_count(self, method: str, path_end: str) -> int:
+        """How many method requests to a path ending in path_end have arrived: a test waits on it
+        to know a client has read again, instead of sleeping."""
+        with self.lock:
+            return sum(1 for _, m, path in self.requests if m == method and path.endswith(path_end))
+
     # the server
 
     async def _listen(self) -> None:

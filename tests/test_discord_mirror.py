@@ -22,13 +22,18 @@ import pytest
 from discord_loopback import BOT_TOKEN, WEBHOOK_TOKEN, LoopbackDiscord
 from navi_tui.cli import main
 from navi_tui.mirror import Mirror, MirrorConfigError, Tuning, load_config
+from navi_tui.mirror import relay as relay_module
 from navi_tui.mirror.compose import DISCORD_LIMIT, FENCE, split_message
-from navi_tui.mirror.relay_lock import LOCK_FILENAME
+from navi_tui.mirror.relay import Relay
+from navi_tui.mirror.relay_lock import LOCK_FILENAME, RelayLock
 from navi_tui.mirror.targets import use_api_base
 from store import Store
 
 FAST = Tuning(poll_interval=0.05, backoff_base=0.05, backoff_cap=0.3, request_timeout=10, lock_retry=0.2,
               command_poll=0.1)
+# a close with Discord down gives up at its first failed try; one that waited for Discord would spend
+# all of this. the tests allow half of it: far more than a loaded machine needs for one refused connection
+GOODBYE_S = 30.0
 
 
 @pytest.fixture
@@ -192,8 +197,16 @@ def test_500s_are_retried_until_delivered(server, tmp_path):
     assert len(server.writes()) == 3
 
 
-def test_bot_mode_5xx_is_retried_by_the_relay_with_capped_backoff(server, tmp_path):
+def test_bot_mode_5xx_is_retried_by_the_relay_with_capped_backoff(server, tmp_path, monkeypatch):
     # discord.py's HTTPClient raises a 503 at once: the relay's own backoff retries it
+    delays = []  # what the relay chose to wait after each failure
+
+    def recorded_delay(relay, error):
+        delays.append(plain_delay(relay, error))
+        return delays[-1]
+
+    plain_delay = Relay._retry_delay
+    monkeypatch.setattr(Relay, "_retry_delay", recorded_delay)
     server.fail_next(4, status=503)
     queue(tmp_path, "through four 503s")
     mirror = start_mirror(tmp_path, server.bot_env(), follow=False)
@@ -204,8 +217,10 @@ def test_bot_mode_5xx_is_retried_by_the_relay_with_capped_backoff(server, tmp_pa
     (row,) = outbox(tmp_path)
     assert row["attempts"] == 5 and row["outcome"] == "delivered"
     assert row["last_error"].startswith("Discord answered 503")
+    assert delays == pytest.approx([0.05, 0.1, 0.2, 0.3])  # doubling from 0.05 s, capped at 0.3 s
+    # and each was waited out before the next try (a lower bound: no load can make a wait shorter)
     gaps = [b[0] - a[0] for a, b in zip(server.writes(), server.writes()[1:])]
-    assert gaps[0] >= 0.05 and max(gaps) < 0.3 + 0.25  # doubling from 0.05 s, capped at 0.3 s
+    assert len(gaps) == 4 and all(gap >= delay for gap, delay in zip(gaps, delays)), (gaps, delays)
 
 
 def test_a_server_down_for_a_while_gets_everything_once_in_order_when_back(server, tmp_path):
@@ -215,7 +230,7 @@ def test_a_server_down_for_a_while_gets_everything_once_in_order_when_back(serve
         queue(tmp_path, *[f"message {i}" for i in range(5)])
         wait_until(lambda: mirror.state() == "retrying (5 queued)", what="the retrying state")
         assert "ClientConnectorError" in mirror.last_error()
-        time.sleep(0.5)  # a few more failed tries
+        wait_until(lambda: outbox(tmp_path)[0]["attempts"] >= 3, what="a few more failed tries")
         server.up()
         wait_until(lambda: len(server.posted()) == 5, what="5 messages")
         wait_until(lambda: mirror.state() == "delivering", what="delivering again")
@@ -240,8 +255,8 @@ def test_a_restart_sends_the_rest_of_the_outbox_without_duplicates(server, tmp_p
         store.queue_message("test", "third")
     wait_until(lambda: first.state().startswith("retrying"), what="the first relay retrying")
     t0 = time.monotonic()
-    first.close(flush_timeout=5.0)
-    assert time.monotonic() - t0 < 1.5  # Discord down does not hold up the exit
+    first.close(flush_timeout=GOODBYE_S)
+    assert time.monotonic() - t0 < GOODBYE_S / 2  # Discord down does not hold up the exit
     assert first.state() == "stopped (3 queued)"
     server.up()
     second = start_mirror(tmp_path, server.webhook_env(), follow=False)
@@ -281,8 +296,8 @@ def test_closing_with_discord_down_is_quick_and_the_mirror_command_sends_the_res
     mirror = start_mirror(tmp_path, server.webhook_env())
     wait_until(lambda: mirror.state().startswith("retrying"), what="retrying")
     t0 = time.monotonic()
-    mirror.close(flush_timeout=5.0)
-    assert time.monotonic() - t0 < 1.5
+    mirror.close(flush_timeout=GOODBYE_S)
+    assert time.monotonic() - t0 < GOODBYE_S / 2
     assert "2 message(s) wait in the outbox for the next relay" in mirror.summary()
     server.up()
     for name, value in server.webhook_env().items():
@@ -295,7 +310,17 @@ def test_closing_with_discord_down_is_quick_and_the_mirror_command_sends_the_res
 # one relay per home
 
 
-def test_a_live_lock_means_no_relay_and_a_stale_one_is_taken_over(server, tmp_path):
+def test_a_live_lock_means_no_relay_and_a_stale_one_is_taken_over(server, tmp_path, monkeypatch):
+    refusals = []  # every look at the relay lock that found a live holder
+
+    class WatchedRelayLock(RelayLock):
+        def acquire(self) -> bool:
+            taken = super().acquire()
+            if not taken:
+                refusals.append(self.holder)
+            return taken
+
+    monkeypatch.setattr(relay_module, "RelayLock", WatchedRelayLock)
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (tmp_path / LOCK_FILENAME).write_text(f"{holder.pid}\n")
@@ -304,7 +329,11 @@ def test_a_live_lock_means_no_relay_and_a_stale_one_is_taken_over(server, tmp_pa
         try:
             assert mirror.state() == f"no relay: another console (pid {holder.pid}) holds the lock"
             assert "no relay here" in mirror.notice()
-            time.sleep(0.5)
+            # the relay looks at the lock again every lock_retry and sends only once it holds it:
+            # three more looks that found the holder alive, and it had its chances to send wrongly
+            looked = len(refusals)
+            wait_until(lambda: len(refusals) >= looked + 3, what="the relay looking at the lock again")
+            assert set(refusals) == {holder.pid}
             assert server.posted() == []  # nothing sent twice: the holder's relay sends it
         finally:
             mirror.close()
@@ -349,15 +378,21 @@ def test_bot_answers_allowed_users_and_logs_the_others(server, tmp_path, caplog)
         store.finish_run(run_id, status="completed", verdict="pass", message="all good")
     mirror = start_mirror(tmp_path, server.bot_env(allow="111, 333"))
     try:
-        wait_until(lambda: any(r[2].endswith("/messages") and r[1] == "GET" for r in server.requests),
-                   what="the first channel read")
-        time.sleep(0.2)
+        # the relay reads only messages newer than its start, which is a command poll before its
+        # first read of the channel: what users say after that read is new to it
+        wait_until(lambda: server.request_count("GET", "/messages"), what="the first channel read")
         server.user_says(222, "!status")
         server.user_says(111, "!runs")
         server.user_says(111, "hello, not a command")
         server.user_says(444, "!runs", bot=True)  # another bot: never answered, never logged
+        reads = server.request_count("GET", "/messages")
         answer = wait_until(lambda: server.contents("bot"), what="an answer")
-        time.sleep(0.5)  # time enough for a wrong answer to the others
+        # the next read began after the last message was said, so it held all four; the one after
+        # began once the relay had answered or ignored each (it reads, handles, then reads again).
+        # any answer, right or wrong, was queued by then: once the outbox is empty it was posted
+        wait_until(lambda: server.request_count("GET", "/messages") >= reads + 2,
+                   what="the relay reading the channel past the four messages")
+        wait_until(lambda: all(r["sent"] is not None for r in outbox(tmp_path)), what="an empty outbox")
     finally:
         mirror.close()
     assert len(server.contents("bot")) == 1

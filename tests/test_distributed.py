@@ -125,8 +125,12 @@ def test_a_batch_that_does_not_split_is_refused_with_exit_2_before_anything_is_w
 
 def test_sigterm_to_the_launcher_stops_every_rank_at_a_step_and_rank_0_judges_the_run(tmp_path, small_corpus):
     home = tmp_path / "home"
+    # far more steps than the ranks take between their first stored loss and the signal on any
+    # machine: a run that ends short of them was stopped, whatever the machine's speed. one that
+    # ignored the signal would not end, and communicate's timeout fails the test
+    steps = 100_000
     proc = subprocess.Popen([sys.executable, "-m", "navi_tui", "--home", str(home), "--no-ui", "--device", "cpu",
-                             "train", "--nproc", "2", "--steps", "400", "--data", str(small_corpus)],
+                             "train", "--nproc", "2", "--steps", str(steps), "--data", str(small_corpus)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env())
     try:
         deadline = time.monotonic() + 180
@@ -146,7 +150,7 @@ def test_sigterm_to_the_launcher_stops_every_rank_at_a_step_and_rank_0_judges_th
         run = store.get_run(1)
         assert run["status"] == "stopped", run
         policy_steps = max(m["step"] for m in store.metrics(1, "loss") if m["phase"] == "policy")
-        assert policy_steps < 400  # stopped at a step boundary, not trained to the end
+        assert policy_steps < steps  # stopped at a step boundary, not trained to the end
         assert store.checkpoints(1)  # what it had is saved
     assert "stopping the ranks" in out
 

@@ -19,6 +19,8 @@ from discord_outage import FAST, judge_delivery, run  # noqa: E402
 
 def test_an_outage_then_return_delivers_every_message_once_in_order():
     result = run(minutes=0.05, tuning=FAST)  # 3 s down, with the relay retrying all along
+    # twelve rounds of writes, however long they took: an event each, a status every 4th, a heartbeat every 8th
+    assert (result["events_queued"], result["status_versions"], result["heartbeats"]) == (12, 3, 2)
     assert result["state_while_down"].startswith("retrying (")
     assert result["failed_attempts"] > 0  # it really was down
     assert result["ok"], result["checks"]

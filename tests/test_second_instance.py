@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -104,6 +105,22 @@ def home(tmp_path_factory):
     return cli_harness.trained_home(tmp_path_factory, main)
 
 
+def wait_until_stopped(pid: int, timeout: float = 60.0) -> None:
+    """Until every thread of pid is stopped (state T in /proc): a SIGSTOP is asynchronous, and a
+    thread still running could commit a row while the test reads the store."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            states = [(t / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                      for t in Path(f"/proc/{pid}/task").iterdir()]
+        except (OSError, IndexError):  # a thread ended as we looked: look again
+            states = []
+        if states and all(state == "T" for state in states):
+            return
+        assert time.monotonic() < deadline, f"process {pid} did not stop within {timeout:.0f} s: {states}"
+        time.sleep(0.01)
+
+
 def refused(home, *args) -> str:
     code, out, err = H.run(H.navi_command(home, *args))
     assert code == 2, (code, out, err)
@@ -115,6 +132,7 @@ def test_second_trainers_of_one_run_are_refused_and_a_dead_ones_lock_is_taken_ov
     try:
         assert first.wait_for(re.compile(r"^run 2: profile "), 300), (first.lines, first.err)
         os.kill(first.pid, signal.SIGSTOP)  # alive, holding its locks, writing nothing while we look
+        wait_until_stopped(first.pid)
         before = store_dump(home)
         assert refused(home, "train", "--resume", 1) == (
             f"navi-tui: error: run 1 is already being continued by process {first.pid} as run 2: one trainer "

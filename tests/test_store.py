@@ -710,23 +710,24 @@ def test_a_deferred_write_that_loses_the_race_is_refused_at_once(tmp_path):
     a.conn.execute("SELECT count(*) FROM runs").fetchone()
     b.execute("INSERT INTO events (time, level, kind, message) VALUES (1, 'info', 'x', 'y')")
     b.conn.commit()
-    start = time.time()
+    busy_timeout_s = a.conn.execute("PRAGMA busy_timeout").fetchone()[0] / 1000
+    start = time.monotonic()
     with pytest.raises(sqlite3.OperationalError, match="locked"):
         a.conn.execute("INSERT INTO events (time, level, kind, message) VALUES (2, 'info', 'x', 'z')")
-    assert time.time() - start < 5  # no busy_timeout wait: it cannot succeed by waiting
+    # no busy_timeout wait: it cannot succeed by waiting. a wait would take all of busy_timeout (30 s);
+    # half of it is far more than a loaded machine needs for one refused insert
+    assert time.monotonic() - start < busy_timeout_s / 2
     a.conn.rollback()
 
 
 def test_store_writes_race_the_writer_thread_without_lock_errors(fresh_store):
     run_id = new_run(fresh_store)
     writer = StoreWriter(fresh_store.path, flush_interval=0.001).start()
-    deadline = time.time() + 2.0
-    n = 0
-    while time.time() < deadline and n < 400:
-        writer.metrics(run_id, n, "policy", {"loss": 1.0 / (n + 1), "lr": 0.001})
+    n = 400  # a fixed count: every run races the writer as often, however fast the machine
+    for i in range(n):
+        writer.metrics(run_id, i, "policy", {"loss": 1.0 / (i + 1), "lr": 0.001})
         fresh_store.add_evals(run_id, None, [{"gate": "g", "value": 1.0, "threshold": ">= 1", "passed": True}])
-        fresh_store.insert_events([{"run_id": run_id, "level": "info", "kind": "k", "message": str(n)}])
-        n += 1
+        fresh_store.insert_events([{"run_id": run_id, "level": "info", "kind": "k", "message": str(i)}])
     writer.close()
     assert len(fresh_store.evals(run_id)) == n
     assert len(fresh_store.metrics(run_id, "loss")) == n

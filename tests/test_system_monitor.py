@@ -6,21 +6,65 @@ NVML needs an NVIDIA driver, which this machine has not: the sampler is a functi
 answers as NVML would; the thread, the window and the stop are the real ones.
 """
 
-import time
+import threading
 
 from navi_model.control import TrainingControl
 from navi_tui.system_monitor import SystemMonitor, gpu_name, host_warnings
 
+# generous: the monitor samples every 5 ms, so a wait this long means its thread is stuck, not slow
+SAMPLES_TIMEOUT_S = 60.0
 
-def run_monitor(values, training=True, **kw):
-    it = iter(values)
+
+class CountingSampler:
+    """Answers like NVML and counts its calls, so a test waits for samples instead of sleeping.
+
+    The monitor's thread calls it, records the answer (judging it, perhaps stopping the run),
+    then waits its interval before the next call: once call n + 1 has begun, the first n
+    samples are recorded. set() changes the answer from the next call on, under the same lock
+    as the count, so a test knows which samples read the old value and which the new."""
+
+    def __init__(self, values: list[float]):
+        self.calls = 0
+        self._values, self._first = list(values), 0  # the answer of call i is _values[i - 1 - _first]
+        self._cond = threading.Condition()
+
+    def __call__(self) -> float:
+        with self._cond:
+            value = self._values[min(self.calls - self._first, len(self._values) - 1)]
+            self.calls += 1
+            self._cond.notify_all()
+            return value
+
+    def set(self, value: float) -> None:
+        """Answer value from the next call on."""
+        with self._cond:
+            self._values, self._first = [value], self.calls
+
+    def wait_recorded(self, n: int) -> None:
+        """Until the monitor has recorded n samples: its call n + 1 has begun."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.calls > n, SAMPLES_TIMEOUT_S):
+                raise AssertionError(f"the monitor took {self.calls} samples in {SAMPLES_TIMEOUT_S}s, "
+                                     f"waiting for {n + 1}")
+
+    def wait_more(self, k: int) -> None:
+        """Until k samples more than have begun now are recorded: each of them began after this call."""
+        with self._cond:
+            now = self.calls
+        self.wait_recorded(now + k)
+
+
+def run_monitor(values, training=True, samples=24, **kw):
+    sampler = CountingSampler(values)
     control = TrainingControl()
     reasons = []
-    monitor = SystemMonitor(lambda: next(it, values[-1]), interval=0.005, warmup=4, window=4, control=control,
-                            on_stop=reasons.append, **kw).start()
+    monitor = SystemMonitor(sampler, interval=0.005, warmup=4, window=4, control=control,
+                            on_stop=reasons.append, **kw)
     if training:
-        monitor.training()
-    time.sleep(0.3)
+        monitor.training()  # before the thread starts: every sample, the warm-up's zeros too, is the phase's
+    monitor.start()
+    # enough for warm-up and a whole window, several times over: a stop would have come by now
+    sampler.wait_recorded(samples)
     judged = monitor.close()
     return control, reasons, judged, monitor
 
@@ -51,29 +95,36 @@ def test_no_gpu_here():
 def test_a_compile_before_the_step_is_warm_is_not_judged():
     # the first steps of a compiled, captured loop keep the GPU idle for seconds; the loop says
     # when its step is warm, and judging starts a couple of samples later
-    value = [0.0]
-    monitor = SystemMonitor(lambda: value[0], interval=0.005, warmup=10_000, window=4, settle=2).start()
+    sampler = CountingSampler([0.0])
+    monitor = SystemMonitor(sampler, interval=0.005, warmup=10_000, window=4, settle=2).start()
     monitor.training()
-    time.sleep(0.1)
+    sampler.wait_more(20)  # compiling: twenty idle samples, none judged
     assert monitor.judged == []
-    value[0] = 95.0
+    sampler.set(95.0)
     monitor.warmed()
-    time.sleep(0.2)
+    # every sample begun from here on reads 95 and lands in the phase warmed() began; the one in
+    # flight may read 0.0 and land there too, but first, inside settle (2): never judged
+    sampler.wait_more(2 + 20)
     judged = monitor.close()
-    assert judged and set(judged) == {95.0}
+    assert len(judged) >= 20 and set(judged) == {95.0}
 
 
 def test_an_idle_gpu_after_the_warm_step_still_stops_the_run():
-    value = [0.0]
+    sampler = CountingSampler([0.0])
     control, reasons = TrainingControl(), []
-    monitor = SystemMonitor(lambda: value[0], interval=0.005, warmup=10_000, window=4, settle=2, control=control,
+    monitor = SystemMonitor(sampler, interval=0.005, warmup=10_000, window=4, settle=2, control=control,
                             on_stop=reasons.append).start()
     monitor.training()
-    value[0] = 6.0
+    sampler.set(6.0)
     monitor.warmed()
-    time.sleep(0.3)
+    # settle (2) and a window (4) of samples begun after warmed(), all 6.0 (the one in flight may
+    # read 0.0, but it goes first and the window is the last 4): the stop comes with the last of them
+    sampler.wait_more(2 + 4)
     monitor.close()
     assert control.stopped and reasons[0].startswith("GPU utilisation averaged 6%")
+
+
+SAMPLES_A_WINDOW = 12  # two stepping windows of them: more than the 20 the gate's test asks for
 
 
 def _stepping_run(step_value: float):
@@ -82,17 +133,21 @@ def _stepping_run(step_value: float):
     from navi_model.gates import gpu_util_gate
     from navi_tui.training_run import SteppingWindows
 
-    value = [0.0]
-    monitor = SystemMonitor(lambda: value[0], interval=0.005).start()
+    sampler = CountingSampler([0.0])
+    monitor = SystemMonitor(sampler, interval=0.005).start()
     windows = SteppingWindows()
-    time.sleep(0.1)  # the first window: compiling, the GPU idle
+    sampler.wait_more(SAMPLES_A_WINDOW)  # the first window: compiling, the GPU idle
+    # the GPU steps from here on: its value changes before the window opens, so the one sample that
+    # may still read the idle value inside a window is the one in flight as it changed
+    sampler.set(step_value)
     windows(MetricsLogged(50, "policy", {"loss": 1.0, "step_ms": 2.0}))
-    value[0] = step_value
     for step in (100, 150):
-        time.sleep(0.1)
+        # samples begun after a window opened are stamped inside it, and recorded before it closes
+        sampler.wait_more(SAMPLES_A_WINDOW)
         windows(MetricsLogged(step, "policy", {"loss": 1.0, "step_ms": 2.0}))
-    value[0] = 0.0
-    time.sleep(0.1)  # benches and a checkpoint write: idle, after the last window
+    # the last window closes before the GPU idles: a sample stamped inside it read step_value
+    sampler.set(0.0)
+    sampler.wait_more(SAMPLES_A_WINDOW)  # benches and a checkpoint write: idle, after the last window
     monitor.close()
     stepped = monitor.during(windows.intervals)
     return gpu_util_gate(stepped, 80.0, 0, "while stepping"), stepped, monitor
@@ -102,8 +157,8 @@ def test_utilisation_is_judged_while_the_trainers_step_only():
     verdict, stepped, monitor = _stepping_run(95.0)
     # the idle compile and checkpoint write were sampled, but they are not what the gate holds to 80%
     assert 0.0 in monitor.samples
-    # a sample at a window's edge may still read the idle value: one or two, of dozens
-    assert verdict.passed and len(stepped) > 20 and stepped.count(0.0) <= 2
+    # the sample in flight as the GPU began stepping may still read the idle value: one, of dozens
+    assert verdict.passed and len(stepped) > 20 and stepped.count(0.0) <= 1
     assert "while stepping" in verdict.summary
 
 

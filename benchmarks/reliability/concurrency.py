@@ -16,6 +16,9 @@ The reader is the console itself (navi_tui.app.NaviApp through Textual's run_tes
 the run as it follows any run another process writes: rows past its cursor every
 follow_interval, the run's gates and checkpoints, the runs table every 2 s. What its store calls
 return is recorded. A second reader runs `navi-tui --no-ui runs --json` in a loop all along.
+After each phase the emitter waits until the console has read the store past it (the harness
+answers its line on stdin), so the console reads every phase while the run runs, however slow
+the machine; the real trainer does not wait.
 
 Checks: no "database is locked" (or any sqlite3.OperationalError) in any process's output, in the
 run's log or in the console; the console saw exactly the run's metric and event rows, each once, in id order; its loss
@@ -43,10 +46,15 @@ LOCK_WORDS = ("database is locked", "OperationalError", "Traceback")
 PHASES = ("policy", "planner", "sft")
 LOG_EVERY = 25  # the tiny policy's log window
 SAMPLE_EVERY = 250  # a gallery sample event, as the talker writes them
+PHASE_WRITTEN = "emitter: committed every row of phase"  # a gated emitter's line, then it waits for stdin
 
 
-def emit_run(home: Path, steps: int, step_ms: float) -> int:
-    """What a trainer writes, at step_ms a step; runs in the writer process."""
+def emit_run(home: Path, steps: int, step_ms: float, gated: bool = False) -> int:
+    """What a trainer writes, at step_ms a step; runs in the writer process.
+
+    gated: after each phase's rows are committed, say so on stdout (PHASE_WRITTEN) and wait for a
+    line on stdin before the next phase or the run's end: the harness sends it once the console
+    has read the store past that phase."""
     import torch
 
     from store import Store, StoreWriter, save_checkpoint
@@ -78,6 +86,12 @@ def emit_run(home: Path, steps: int, step_ms: float) -> int:
         writer.event(run_id, "info", "checkpoint", f"checkpoint {cid}: {phase}", {"checkpoint_id": cid, "step": steps})
         store.add_evals(run_id, cid, [{"gate": f"coverage_{phase}", "value": 3.0, "threshold": ">= 3", "passed": True,
                                        "detail": None}])
+        if gated:
+            writer.flush()
+            print(f"{PHASE_WRITTEN} {phase}", flush=True)
+            paused = time.perf_counter()
+            sys.stdin.readline()
+            t0 += time.perf_counter() - paused  # the next phase keeps to the rate from here, no burst
     writer.flush()
     store.finish_run(run_id, status="completed", verdict="pass", message="emitted")
     writer.close()
@@ -101,6 +115,7 @@ class RecordingReads:
 
     def __init__(self, store, reader_fault: str | None = None):
         self.store, self.fault = store, reader_fault
+        self.metric_reads = 0  # calls begun, empty ones too: the harness waits on it
         self.metric_ids: list[int] = []
         self.event_ids: list[int] = []
         self.batches_while_running = 0
@@ -110,6 +125,7 @@ class RecordingReads:
         store.metrics_after, store.events_after = self.metrics_after, self.events_after
 
     def metrics_after(self, run_id, cursor_id, limit=20000):
+        self.metric_reads += 1
         if self._again is not None:
             rows, self._again = self._again, None  # the planted replay of the batch before
         else:
@@ -136,8 +152,9 @@ class RecordingReads:
 
 
 def runs_loop(home: Path, env: dict, stop: threading.Event, out: list[dict]) -> None:
-    """The second reader: `runs --json` again and again until the writer is done."""
-    while not stop.is_set():
+    """The second reader: `runs --json` again and again until the writer is done; once at least,
+    however late this thread gets to run."""
+    while True:
         done = subprocess.run([sys.executable, "-m", "navi_tui", "--home", str(home), "--no-ui", "runs", "--json"],
                               cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         parsed = True
@@ -146,10 +163,30 @@ def runs_loop(home: Path, env: dict, stop: threading.Event, out: list[dict]) -> 
         except ValueError:
             parsed = False
         out.append({"exit": done.returncode, "parsed": parsed, "stderr": done.stderr[-2000:]})
+        if stop.is_set():
+            return
+
+
+class PhaseGate:
+    """The harness's side of a gated emitter: the phases it has committed (its PHASE_WRITTEN lines in
+    its log) against the ones the harness let it go on from."""
+
+    def __init__(self, writer: subprocess.Popen, log: Path):
+        self.writer, self.log, self.released = writer, log, 0
+
+    def waiting(self) -> str | None:
+        """The phase the emitter committed and waits after, or None."""
+        lines = [line for line in self.log.read_text(errors="replace").splitlines() if line.startswith(PHASE_WRITTEN)]
+        return lines[self.released].rsplit(" ", 1)[1] if len(lines) > self.released else None
+
+    def release(self) -> None:
+        self.writer.stdin.write(b"go\n")
+        self.writer.stdin.flush()
+        self.released += 1
 
 
 async def follow_with_console(home: Path, writer: subprocess.Popen, follow_interval: float,
-                              reader_fault: str | None, timeout: float) -> dict:
+                              reader_fault: str | None, timeout: float, gate: PhaseGate | None = None) -> dict:
     import torch
 
     from navi_tui.app import NaviApp
@@ -160,10 +197,26 @@ async def follow_with_console(home: Path, writer: subprocess.Popen, follow_inter
     problems: list[str] = []
     async with app.run_test(size=(140, 45)) as pilot:
         deadline = time.monotonic() + timeout
+
+        async def read_past(what: str) -> None:
+            """Until the console has read the store past everything committed now: its next read
+            begins after this, and the one after begins once that read's rows are in the view
+            (follow reads, shows, then reads again at its next interval)."""
+            begun = reads.metric_reads
+            while reads.metric_reads < begun + 2:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the console did not read the store after {what} within {timeout:.0f} s")
+                await pilot.pause(0.05)
+
         while writer.poll() is None and time.monotonic() < deadline:
-            await pilot.pause(0.2)
-        # the run's end is committed after its last rows: a few more follows read whatever is left
-        await pilot.pause(max(1.0, 4 * follow_interval))
+            phase = gate.waiting() if gate is not None else None
+            if phase is not None:
+                # each phase is read while the run runs: the emitter waits until the console has read it
+                await read_past(f"the {phase} phase")
+                gate.release()
+            await pilot.pause(0.05)
+        # the run's end is committed after its last rows: the reads after the writer's exit hold the rest
+        await read_past("the writer's exit")
         loss_points = sum(len(v) for v in app.view.loss.values())
         status = app.view.status
         if app.last_notice and any(w in app.last_notice for w in LOCK_WORDS):
@@ -185,10 +238,13 @@ def run(steps: int, step_ms: float = 5.0, *, writer_kind: str = "emitter", follo
                    "--steps", str(steps)]
     else:
         command = [sys.executable, str(Path(__file__).resolve()), "--emit", str(home), "--steps", str(steps),
-                   "--step-ms", str(step_ms)]
+                   "--step-ms", str(step_ms), "--gated"]
     t0 = time.monotonic()
     with open(logs / "out", "wb") as out, open(logs / "err", "wb") as err:
-        writer = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=err)
+        gated = writer_kind != "trainer"  # the real trainer cannot wait for the console; the emitter does
+        writer = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=err,
+                                  stdin=subprocess.PIPE if gated else subprocess.DEVNULL)
+        gate = PhaseGate(writer, logs / "out") if gated else None
         stop, runs_results = threading.Event(), []
         loop = threading.Thread(target=runs_loop, args=(home, env, stop, runs_results), daemon=True)
         try:
@@ -197,13 +253,15 @@ def run(steps: int, step_ms: float = 5.0, *, writer_kind: str = "emitter", follo
                 time.sleep(0.05)
             if runs_reader:
                 loop.start()
-            seen = asyncio.run(follow_with_console(home, writer, follow_interval, reader_fault, timeout))
+            seen = asyncio.run(follow_with_console(home, writer, follow_interval, reader_fault, timeout, gate))
             writer_exit = writer.wait(timeout=60)
         finally:
             stop.set()
             if writer.poll() is None:
                 writer.kill()
                 writer.wait()
+            if writer.stdin is not None:
+                writer.stdin.close()
             if loop.is_alive():
                 loop.join(timeout=300)
     seconds = time.monotonic() - t0
@@ -275,9 +333,10 @@ def main() -> int:
     ap.add_argument("--writer", choices=("emitter", "trainer"), default="emitter")
     ap.add_argument("--follow-interval", type=float, default=0.5, help="the console's (default: its own, 0.5 s)")
     ap.add_argument("--emit", type=Path, default=None, help=argparse.SUPPRESS)  # the writer process itself
+    ap.add_argument("--gated", action="store_true", help=argparse.SUPPRESS)  # the emitter waits after each phase
     args = ap.parse_args()
     if args.emit is not None:
-        return emit_run(args.emit, args.steps, args.step_ms)
+        return emit_run(args.emit, args.steps, args.step_ms, args.gated)
     result = run(args.steps, args.step_ms, writer_kind=args.writer, follow_interval=args.follow_interval)
     print(json.dumps(result, indent=2))
     return 0 if result["ok"] else 1

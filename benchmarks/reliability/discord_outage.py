@@ -9,7 +9,8 @@ follows a real store while a writer queues what a run queues: a one-off message 
 status message every second (edited in place; only the newest must arrive) and a heartbeat every
 2 s (likewise). The loopback Discord server (tests/discord_loopback.py) is down for the whole
 writing stretch, with the relay retrying against a closed port at its real backoff (doubling to
-30 s). Then the server comes back and the script waits until the outbox is empty.
+30 s). Then, once the relay has failed a try against it, the server comes back and the script
+waits until the outbox is empty.
 
 Checks: every one-off message arrived exactly once, in the order queued; the status message
 shows its newest version; no message was written twice; the store says each row closed once.
@@ -40,13 +41,18 @@ FAST = Tuning(poll_interval=0.05, backoff_base=0.05, backoff_cap=0.3, request_ti
               command_poll=0.1)
 
 
+WRITE_EVERY_S = 0.25  # a one-off message this often, as a busy run queues them
+
+
 def write_outage(home: Path, seconds: float, stop: threading.Event) -> dict[str, list[str]]:
-    """Queue a run's traffic for `seconds` (or until stop); returns what was queued, by kind."""
+    """Queue a run's traffic: one round every WRITE_EVERY_S, as many rounds as fit in `seconds` at
+    that pace (or until stop). The count is fixed, not what fits in the wall clock: a slow machine
+    writes the same traffic, only later. Returns what was queued, by kind."""
     queued: dict[str, list[str]] = {"event": [], "status": [], "heartbeat": []}
-    t0 = time.monotonic()
-    i = 0
     with Store(home) as store:
-        while time.monotonic() - t0 < seconds and not stop.is_set():
+        for i in range(max(1, round(seconds / WRITE_EVERY_S))):
+            if stop.is_set():
+                break
             text = f"event {i}: gate failed at step {i * 50}"
             store.queue_message("alarm", text)
             queued["event"].append(text)
@@ -58,9 +64,23 @@ def write_outage(home: Path, seconds: float, stop: threading.Event) -> dict[str,
                 text = f"heartbeat {i // 8}"
                 store.queue_message("heartbeat", text, edit_key="heartbeat")
                 queued["heartbeat"].append(text)
-            i += 1
-            time.sleep(0.25)
+            time.sleep(WRITE_EVERY_S)  # the pace of a run's writes, not a wait for anything
     return queued
+
+
+def wait_for_failed_try(home: Path, mirror, timeout: float) -> None:
+    """Until the relay has tried the closed port and failed, and says it is retrying: the outage is
+    real to it. Raises when that takes longer than timeout (a relay that never tries)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with Store(home) as store:
+            failed = sum(r["attempts"] for r in store.outbox())  # nothing is delivered while down
+        if failed and mirror.state().startswith("retrying"):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the relay made no failed try in {timeout:.0f} s of the outage "
+                               f"(state: {mirror.state()})")
+        time.sleep(0.05)
 
 
 def run(minutes: float, tuning: Tuning | None, settle_timeout: float = 120.0) -> dict:
@@ -73,6 +93,7 @@ def run(minutes: float, tuning: Tuning | None, settle_timeout: float = 120.0) ->
     try:
         t0 = time.monotonic()
         queued = write_outage(home, 60.0 * minutes, threading.Event())
+        wait_for_failed_try(home, mirror, settle_timeout)
         outage = time.monotonic() - t0
         state_down = mirror.state()
         with Store(home) as store:

@@ -5,8 +5,8 @@
 
 Each run starts a real headless trainer (`python -m navi_tui --home H --no-ui --profile tiny
 train --steps N`) on a home of its own, waits until the store holds the policy's checkpoint (the
-planner is training; in every second run, the planner's too: the talker is training), and plants
-one fault:
+planner is training; in every second run, the planner's too: the talker is training), stops the
+trainer (SIGSTOP), plants one fault and lets it go on (SIGCONT):
 
 - full: the home is on a small tmpfs of its own; a filler file takes every byte left on it;
 - readonly: the home is on an ext4 image mounted with errors=remount-ro; the kernel is told to
@@ -36,6 +36,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -261,6 +262,32 @@ def wait_for_checkpoint(home: Path, proc: subprocess.Popen, timeout: float, coun
     return False
 
 
+def thread_states(pid: int) -> list[str]:
+    """The kernel's one-letter state of each thread of a process: R, S, T (stopped), Z (ended)...;
+    [] when a thread ended as we looked, or the process is gone."""
+    try:
+        return [(t / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in Path(f"/proc/{pid}/task").iterdir()]
+    except (OSError, IndexError):
+        return []
+
+
+def pause(proc: subprocess.Popen, timeout: float = 60.0) -> bool:
+    """SIGSTOP the trainer and wait until the kernel has stopped every thread of it (the signal is
+    asynchronous); False when it had ended first."""
+    if proc.poll() is not None:
+        return False
+    os.kill(proc.pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        states = thread_states(proc.pid)
+        if states and all(state == "T" for state in states):
+            return True
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"trainer {proc.pid} did not stop within {timeout:.0f} s of SIGSTOP (threads {states})")
+        time.sleep(0.01)
+    return False
+
+
 def run_one(fault: str, *, steps: int = 20, code: Path = REPO, plant: str | None = None,
             stop_bound: float = STOP_BOUND_S, resume: bool = True, after_checkpoints: int = 1) -> dict:
     """One trainer, one fault, planted once the store holds after_checkpoints checkpoint rows;
@@ -277,10 +304,15 @@ def run_one(fault: str, *, steps: int = 20, code: Path = REPO, plant: str | None
             try:
                 result["reached_fault_point"] = wait_for_checkpoint(home, proc, timeout=600, count=after_checkpoints)
                 before = read_ids(db_path) if result["reached_fault_point"] else {t: [] for t in TABLES}
-                t_fault = time.monotonic()
-                if proc.poll() is None:
+                # stopped while the fault is planted: however long planting takes (filling a tmpfs, a
+                # remount), the trainer cannot end meanwhile, and it meets the fault when it goes on
+                stopped = pause(proc)
+                if stopped:
                     medium.plant(proc.pid)
-                result["fault_planted_while_running"] = proc.poll() is None
+                result["fault_planted_while_running"] = stopped
+                t_fault = time.monotonic()
+                if stopped:
+                    os.kill(proc.pid, signal.SIGCONT)
                 try:
                     code_ = proc.wait(timeout=stop_bound)
                 except subprocess.TimeoutExpired:
