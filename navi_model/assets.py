@@ -18,3 +18,8 @@ def assets_dir() -> Path:
 
 def corpus_dir() -> Path:
     return assets_dir() / "corpus"
+
+
+def benches_dir() -> Path:
+    """The hand-written wild benches: `navi-tui --no-ui eval --run RUN --bench FILE.jsonl` takes them."""
+    return assets_dir() / "benches"
