@@ -6,7 +6,7 @@ batches (padding, vocabulary), and training moves the same tensors to its device
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
@@ -15,6 +15,7 @@ from navi_model.config import Profile
 from navi_model.corpus.load import Corpus
 from navi_model.data import PolicyData, build_policy_data
 from navi_model.gates import GateVerdict, all_passed
+from navi_model.noise import augment, augment_conversations, noisy_share
 from navi_model.planner import PlanData, PlanVocab, build_plan_data, class_weights
 from navi_model.preflight import grad_check, grad_flow, padding_gate, small_models, vocab_gate
 from navi_model.talker import TalkData, build_talk_data, memory_text
@@ -31,6 +32,7 @@ class BrainData:
     plan: PlanData
     talk: TalkData
     vocab: PlanVocab
+    noisy_share: dict[str, float] = field(default_factory=dict)  # per model: the share of noisy copies
 
 
 def to_device(data, device: torch.device):
@@ -39,13 +41,31 @@ def to_device(data, device: torch.device):
                             if isinstance(getattr(data, f.name), torch.Tensor)})
 
 
+def noisy_rows(corpus: Corpus, profile: Profile) -> dict[str, list[dict]]:
+    """Each model's training rows with their seeded noisy copies (navi_model/noise.py), which fit the
+    model's context as the clean rows must (M-008)."""
+    p, pl, t = profile.policy_train, profile.planner_train, profile.talker_train
+    T = profile.talker.encoder.seq_len
+
+    def talker_fits(turn: dict) -> bool:  # the prompt, and the memory row it becomes for later turns
+        return _nbytes(memory_text(turn["prompt"], turn["response"])) <= T
+
+    return {
+        "policy": augment(corpus.goals, "goal", p.noise_rate, p.seed, profile.policy.seq_len),
+        "planner": augment(corpus.plans, "goal", pl.noise_rate, pl.seed, profile.planner.encoder.seq_len),
+        "talker": augment_conversations(corpus.dialogues, t.noise_rate, t.seed, talker_fits),
+    }
+
+
 def build_brain_data(corpus: Corpus, profile: Profile) -> BrainData:
     vocab = PlanVocab([i.name for i in corpus.intents if i.action])
+    rows = noisy_rows(corpus, profile)
     return BrainData(
-        policy=build_policy_data(corpus.goals, corpus.intent_names, profile.policy.seq_len, CPU),
-        plan=build_plan_data(corpus.plans, vocab, profile.planner.encoder.seq_len, profile.planner.plan_len, CPU),
-        talk=build_talk_data(corpus.dialogues, profile.talker, CPU),
+        policy=build_policy_data(rows["policy"], corpus.intent_names, profile.policy.seq_len, CPU),
+        plan=build_plan_data(rows["planner"], vocab, profile.planner.encoder.seq_len, profile.planner.plan_len, CPU),
+        talk=build_talk_data(rows["talker"], profile.talker, CPU),
         vocab=vocab,
+        noisy_share={model: noisy_share(r, "prompt" if model == "talker" else "goal") for model, r in rows.items()},
     )
 
 

@@ -30,6 +30,9 @@ class TrainConfig:
     # a checkpoint at the first step boundary this many seconds after the phase's last one, so a
     # crash loses at most that much of a long phase (0: only at the phase's end)
     checkpoint_every_s: float = 600.0
+    # share of training inputs that get a noisy copy beside them (case, typo, spacing, punctuation:
+    # navi_model/noise.py), decided once from the seed; the models read bytes, people type noise
+    noise_rate: float = 0.0
 
 
 @dataclass

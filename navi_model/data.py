@@ -31,7 +31,9 @@ def build_policy_data(goals: list[dict], intents: list[str], seq_len: int, devic
     ids, valid = encode_encoder_batch(texts, seq_len)  # range-checked against BYTE_VOCAB once, here
     labels = torch.tensor([index[g["intent"]] for g in goals], dtype=torch.long)
     unique: dict[str, int] = {}
-    goal_index = torch.tensor([unique.setdefault(t, len(unique)) for t in texts], dtype=torch.long)
+    # a noisy copy (navi_model/noise.py) counts as its clean source: coverage is of the goals
+    goal_index = torch.tensor([unique.setdefault(g.get("source", g["goal"]), len(unique)) for g in goals],
+                              dtype=torch.long)
     return PolicyData(
         ids=ids.to(device), valid=valid.to(device), labels=labels.to(device),
         goal_index=goal_index.to(device), intents=list(intents), n_unique=len(unique),

@@ -232,7 +232,9 @@ def build_plan_data(plans: list[dict], vocab: PlanVocab, enc_seq_len: int, plan_
     goal_ids, goal_valid = encode_encoder_batch(texts, enc_seq_len)  # range-checked against BYTE_VOCAB
     inputs, targets = vocab.encode_batch([p["plan"] for p in plans], plan_len)  # against PLAN_VOCAB
     unique: dict[str, int] = {}
-    goal_index = torch.tensor([unique.setdefault(t, len(unique)) for t in texts], dtype=torch.long)
+    # a noisy copy (navi_model/noise.py) counts as its clean source: coverage is of the goals
+    goal_index = torch.tensor([unique.setdefault(p.get("source", p["goal"]), len(unique)) for p in plans],
+                              dtype=torch.long)
     return PlanData(goal_ids.to(device), goal_valid.to(device), inputs.to(device), targets.to(device),
                     goal_index.to(device), len(unique))
 

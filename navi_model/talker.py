@@ -170,7 +170,8 @@ def build_talk_data(dialogues: list[dict], cfg: TalkerConfig, device: torch.devi
         earlier=torch.tensor([min(d["turn"], K) for d in dialogues], dtype=torch.long, device=device),
         dec_inputs=dec_inputs.to(**to), dec_targets=dec_targets.to(**to),
         resp_len=torch.tensor([len(d["response"].encode()) for d in dialogues], dtype=torch.float, device=device),
-        prompt_index=torch.tensor([unique.setdefault(d["prompt"], len(unique)) for d in dialogues], device=device),
+        prompt_index=torch.tensor([unique.setdefault(d.get("source", d["prompt"]), len(unique)) for d in dialogues],
+                                  device=device),
         n_unique=len(unique),
     )
 
