@@ -494,12 +494,47 @@ def test_long_messages_are_split_at_line_ends_with_code_blocks_kept_whole():
 
 def test_headless_train_delivers_start_status_edits_heartbeat_and_verdict(server, tmp_path, monkeypatch, capsys,
                                                                           caplog):
+    import threading
+
+    import navi_tui.training_run as training_run
+    from navi_model.control import TrainingControl
+
     caplog.set_level(logging.DEBUG)
-    env = {**server.webhook_env(), "NAVI_DISCORD_HEARTBEAT": "1", "NAVI_DISCORD_EDIT_INTERVAL": "1"}
+    # the run pauses itself after the policy's step 2 (NAVI_PAUSE_AT) and goes on once Discord has had a
+    # heartbeat naming it and a status edit: a 2-step run may end within a second on a fast machine
+    env = {**server.webhook_env(), "NAVI_DISCORD_HEARTBEAT": "1", "NAVI_DISCORD_EDIT_INTERVAL": "1",
+           "NAVI_PAUSE_AT": "policy:2"}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+    controls: list[TrainingControl] = []
+
+    class HeldControl(TrainingControl):
+        def __init__(self):
+            super().__init__()
+            controls.append(self)
+
+    monkeypatch.setattr(training_run, "TrainingControl", HeldControl)
+    held: list[str] = []
+
+    def release_once_discord_heard_the_live_run():
+        try:
+            wait_until(lambda: controls and controls[0].parked, timeout=300, what="the run to park")
+            wait_until(lambda: any(c.startswith("💓 navi alive") and "run 1" in c for c in server.contents()),
+                       timeout=60, what="a heartbeat naming run 1")
+            wait_until(lambda: any(m.content.startswith("📊") and len(m.versions) >= 2 for m in server.posted()),
+                       timeout=60, what="an edit of the status message")
+        except AssertionError as e:
+            held.append(str(e))
+        finally:
+            if controls:
+                controls[0].resume()
+
+    releaser = threading.Thread(target=release_once_discord_heard_the_live_run, daemon=True)
+    releaser.start()
     home = tmp_path / "home"
     code = main(["--home", str(home), "--no-ui", "--profile", "tiny", "train", "--steps", "2"])
+    releaser.join(10)
+    assert held == []
     assert code == 1  # 2 steps cannot pass the coverage gates; the verdict is what matters here
     out = capsys.readouterr()
     contents = server.contents()
