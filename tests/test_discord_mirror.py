@@ -513,6 +513,9 @@ def test_headless_train_delivers_start_status_edits_heartbeat_and_verdict(server
             super().__init__()
             controls.append(self)
 
+    import navi_model.control
+
+    monkeypatch.setattr(navi_model.control, "TrainingControl", HeldControl)  # the one the cli makes
     monkeypatch.setattr(training_run, "TrainingControl", HeldControl)
     held: list[str] = []
 
