@@ -8,7 +8,6 @@ import contextlib
 import io
 import json
 import os
-import shutil
 import sqlite3
 from pathlib import Path
 
@@ -59,20 +58,3 @@ def tally(test: str, case: str, file: str | None = None, outcome: str | None = N
     if path:
         with open(path, "a") as f:
             f.write(json.dumps({"test": test, "case": case, "file": file, "outcome": outcome}) + "\n")
-
-
-_trained: dict[str, Path] = {}
-
-
-def trained_home(tmp_path_factory, main) -> Path:
-    """A copy of a real store holding one real run: `train --steps 1` (it fails its gates, which
-    is fine; every model has its checkpoints). The run is trained once per test session and each
-    module gets a copy of its own, so the reliability modules share one ~10 s training."""
-    if "home" not in _trained:
-        home = tmp_path_factory.mktemp("trained") / "home"
-        code, _, err = run_main(main, ["--home", home, "--no-ui", "--profile", "tiny", "train", "--steps", 1])
-        assert code == 1, (code, err)
-        _trained["home"] = home
-    copy = tmp_path_factory.mktemp("module") / "home"
-    shutil.copytree(_trained["home"], copy)
-    return copy

@@ -1,6 +1,6 @@
 """navi-tui --no-ui bench: its CI-sized form on the CPU, its arithmetic, and every target failing.
 
-    python -m pytest -q tests/test_bench.py
+    python -m pytest -q -m slow tests/test_bench.py
 
 The figures themselves (time to green, MFU, GPU utilisation) come from the device machine and
 live in docs/benchmarks.md; here the bench runs in seconds and its verdict is checked against
@@ -21,6 +21,9 @@ from navi_model.model import PolicyModel
 from navi_model.speed import _attention_flops, mfu, peak_flops, policy_step_flops, talker_step_flops
 from navi_model.talker import TalkerModel
 from navi_tui.bench import judge_targets, short_run_profile, timed_windows
+
+# a long harness: the slow tier (python -m pytest -q -m slow; .ci/run runs it after the everyday tier)
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")

@@ -4,8 +4,8 @@ path) and what is wrong, and the store is left exactly as it was (every row, eve
 
     python -m pytest -q tests/test_checkpoint_faults.py
 
-The faults are planted in a copy of one real store (a 1-step run: it fails its gates, which is
-fine here). A corrupt file is caught by its sha256; a hostile or foreign file whose sha256 was
+The faults are planted in a copy of one real store (conftest.py's session run, 3 steps on the small
+corpus: it fails its gates, which is fine here). A corrupt file is caught by its sha256; a hostile or foreign file whose sha256 was
 recorded with it gets past that check, so what stops it is torch's weights-only unpickler and
 navi_model.payload's check of what the payload holds.
 """
@@ -29,7 +29,6 @@ from hypothesis import strategies as st
 from navi_tui.cli import main
 from navi_tui.stored_checkpoint import load_stored_checkpoint
 from store import CheckpointError, Store
-import cli_harness
 from cli_harness import one_line_error, run_main, store_dump, tally
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,11 +36,11 @@ EXAMPLES = int(os.environ.get("NAVI_FUZZ_EXAMPLES", "30"))
 
 
 @pytest.fixture(scope="module")
-def trained_home(tmp_path_factory):
-    home = cli_harness.trained_home(tmp_path_factory, main)
-    with Store(home) as store:
+def trained_home(trained_home_template):
+    # read here, never changed: each test plants its fault in a copy (home)
+    with Store(trained_home_template) as store:
         assert {c["model"] for c in store.checkpoints(1)} == {"policy", "planner", "talker"}
-    return home
+    return trained_home_template
 
 
 @pytest.fixture
@@ -139,7 +138,7 @@ def test_a_corrupt_checkpoint_that_a_later_one_continues_from_is_named_as_such(h
     policy, planner = rows(home)["policy"], rows(home)["planner"]
     flip(lambda n: n // 3)(home / policy["path"])
     line = refuse(home, "rollback")
-    assert f"checkpoint {policy['id']} (policy, policy, step 1 of run 1; the policy that checkpoint " \
+    assert f"checkpoint {policy['id']} (policy, policy, step {policy['step']} of run 1; the policy that checkpoint " \
            f"{planner['id']} (planner) continues from)" in line
     assert "checksum mismatch" in line
 
@@ -275,13 +274,11 @@ def test_eval_needs_no_optimizer(home):
     assert code in (0, 1) and err == "", (code, err)  # judged, not refused
 
 
-def test_resume_on_another_corpus_is_refused_before_the_run_row(home, tmp_path):
+def test_resume_on_another_corpus_is_refused_before_the_run_row(home, tmp_path, small_corpus_dir):
     # found by this harness: the sampler's mismatch surfaced inside the trainer, after the run row,
-    # as a traceback (exit 1) and a 'failed' run
-    from navi_model.assets import corpus_dir
-
+    # as a traceback (exit 1) and a 'failed' run. Run 1 trained on the small corpus; this one lacks goals
     data = tmp_path / "corpus"
-    shutil.copytree(corpus_dir(), data)
+    shutil.copytree(small_corpus_dir, data)
     goals = (data / "goals.jsonl").read_text().splitlines(keepends=True)
     (data / "goals.jsonl").write_text("".join(goals[:-40]))
     before = store_dump(home)

@@ -2,8 +2,9 @@
 
     python -m pytest tests/test_cli.py -q
 
-Short runs (--steps 20) fail their gates on purpose: they exercise the whole path, from
-corpus to stored verdict, in seconds. The full green run is the last step of .ci/run.
+Short runs (--steps 1 to 3, most on the small corpus of conftest.py) fail their gates on purpose:
+they exercise the whole path, from corpus to stored verdict, in seconds. The full green run on the
+bundled corpus is the last step of .ci/run.
 """
 
 import contextlib
@@ -30,18 +31,23 @@ def navi(*args):
 
 
 @pytest.fixture(scope="module")
-def trained_home(tmp_path_factory):
-    """A store holding one short run (20 steps: it fails its gates, which is what we want here)."""
-    home = tmp_path_factory.mktemp("home")
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        assert navi("--home", home, "--no-ui", "--profile", "tiny", "train", "--steps", 20) == 1
-    (home.parent / "train-stdout.txt").write_text(out.getvalue())
+def trained_home(trained_home_template, tmp_path_factory):
+    """A store holding one short run: a copy of the session's (conftest.py: `train --steps 3` on the small
+    corpus; it fails its gates, which is what we want here). This module's tests share the copy."""
+    home = tmp_path_factory.mktemp("home") / "home"
+    shutil.copytree(trained_home_template, home)
     return home
 
 
-def test_an_unconfigured_discord_mirror_says_so_once(trained_home):
-    out = (trained_home.parent / "train-stdout.txt").read_text()
+def corpus_lines(home, name: str) -> int:
+    """How many lines a file of the corpus run 1 of home trained on holds: the items it was judged on."""
+    with Store(home) as store:
+        data = Path(json.loads(store.get_run(1)["config_json"])["data"])
+    return len((data / name).read_text().splitlines())
+
+
+def test_an_unconfigured_discord_mirror_says_so_once(trained_home_template):
+    out = (trained_home_template.parent / "train-stdout.txt").read_text()
     assert out.count("discord: off (set NAVI_DISCORD_WEBHOOK") == 1
 
 
@@ -50,12 +56,12 @@ def test_short_run_is_recorded_whole(trained_home):
         (run,) = store.list_runs()
         assert (run["status"], run["verdict"], run["profile"]) == ("completed", "fail", "tiny")
         config = json.loads(run["config_json"])
-        assert config["steps"] == {"policy": 20, "planner": 20, "talker": 20} and config["steps_from"] == "--steps"
+        assert config["steps"] == {"policy": 3, "planner": 3, "talker": 3} and config["steps_from"] == "--steps"
         assert config["profile"]["gates"]["policy_bench"] == 1.0
         losses = [(m["phase"], m["step"]) for m in store.metrics(run["id"], "loss")]
         # log_every is 25 or 50: only the last step of each phase is read back
-        # DA's steps continue the talker's count: its last window is step 20 + 20
-        assert losses == [("policy", 20), ("planner", 20), ("sft", 20), ("da", 40)]
+        # DA's steps continue the talker's count: its last window is step 3 + 3 (--steps bounds DA too)
+        assert losses == [("policy", 3), ("planner", 3), ("sft", 3), ("da", 6)]
         ckpts = store.checkpoints(run["id"])
         rolled_back = any(e["kind"] == "rollback" for e in store.events(run["id"]))
         assert [(c["model"], c["phase"]) for c in ckpts] == [
@@ -75,13 +81,17 @@ def test_short_run_is_recorded_whole(trained_home):
             "gpu_util", "constant_metric"}
         assert gates["gpu_util"]["passed"] == 1 and gates["gpu_util"]["value"] is None  # a CPU run: n/a
         assert gates["truncation_talker"]["passed"] == 1 and gates["class_share"]["passed"] == 1
-        assert gates["coverage_policy"]["passed"] == 0  # 20 steps of 64 cannot show 2640 goals 3 times
+        # 3 steps of 64 cannot show every goal 3 times
+        assert gates["coverage_policy"]["passed"] == 0 and corpus_lines(trained_home, "goals.jsonl") > 64
+        # every bench item and every gallery prompt of the run's corpus is judged and kept
         items = json.loads(gates["policy_bench"]["detail_json"])["items"]
-        assert len(items) == 64 and {"goal", "expected", "predicted", "correct"} <= set(items[0])
+        assert len(items) == corpus_lines(trained_home, "bench_policy.jsonl")
+        assert {"goal", "expected", "predicted", "correct"} <= set(items[0])
         plan_items = json.loads(gates["plan_bench"]["detail_json"])["items"]
-        assert len(plan_items) == 21 and plan_items[0]["expected"][0] == "STEP"
+        assert len(plan_items) == corpus_lines(trained_home, "bench_plan.jsonl") and plan_items[0]["expected"][0] == "STEP"
         gallery = store.gallery(run["id"])
-        assert len(gallery) == 50 and {"prompt", "output", "reference", "score", "exact"} <= set(gallery[0])
+        assert len(gallery) == corpus_lines(trained_home, "gallery.jsonl")
+        assert {"prompt", "output", "reference", "score", "exact"} <= set(gallery[0])
 
 
 def test_eval_json_prints_one_document(trained_home, capsys):
@@ -94,7 +104,7 @@ def test_eval_json_prints_one_document(trained_home, capsys):
         "concept_sim", "prefix_use"]
     assert set(doc["gates"][0]) == {"name", "value", "threshold", "passed", "summary"}
     assert set(doc["items"]) == {"policy_bench", "paraphrase_bench", "plan_bench", "gallery"}
-    assert len(doc["items"]["gallery"]) == 50
+    assert len(doc["items"]["gallery"]) == corpus_lines(trained_home, "gallery.jsonl")
 
 
 def test_eval_prints_every_bench_item(trained_home, capsys):
@@ -103,7 +113,9 @@ def test_eval_prints_every_bench_item(trained_home, capsys):
     out = capsys.readouterr().out
     for label in ("policy_bench:", "paraphrase_bench:", "plan_bench:", "gallery:"):
         assert f"\n{label}\n" in out
-    assert out.count("\n  ok  ") + out.count("\n  MISS ") == 64 + 24 + 21 + 50
+    assert out.count("\n  ok  ") + out.count("\n  MISS ") == sum(
+        corpus_lines(trained_home, f) for f in ("bench_policy.jsonl", "bench_paraphrase.jsonl", "bench_plan.jsonl",
+                                                "gallery.jsonl"))
 
 
 @pytest.mark.parametrize("kind,file,gate", [("plan", "bench_plan.jsonl", "plan_bench[mine.jsonl]"),
@@ -195,7 +207,7 @@ def test_broken_corpus_line_exits_2_and_leaves_the_store_unchanged(trained_home,
     assert not fresh.exists()
 
 
-def test_an_unfinished_run_of_a_dead_process_is_marked_crashed(tmp_path):
+def test_an_unfinished_run_of_a_dead_process_is_marked_crashed(tmp_path, small_corpus_dir):
     home = tmp_path / "home"
     # a process that starts a run and dies without finishing it
     code = ("import os, sys; from store import Store; s = Store(sys.argv[1]); "
@@ -204,7 +216,7 @@ def test_an_unfinished_run_of_a_dead_process_is_marked_crashed(tmp_path):
                    env={**os.environ, "PYTHONPATH": str(REPO)})
     with Store(home) as store:
         assert store.get_run(1)["status"] == "running"
-    assert navi("--home", home, "--no-ui", "train", "--steps", 2) == 1
+    assert navi("--home", home, "--no-ui", "train", "--steps", 1, "--data", small_corpus_dir) == 1
     with Store(home) as store:
         assert store.get_run(1)["status"] == "crashed"
         assert store.get_run(2)["status"] == "completed"
@@ -265,10 +277,10 @@ def test_an_unusable_home_exits_2(tmp_path, capsys):
     assert "cannot open the run store" in capsys.readouterr().err
 
 
-def test_a_relative_home_finds_its_checkpoints(tmp_path, monkeypatch, capsys):
+def test_a_relative_home_finds_its_checkpoints(tmp_path, monkeypatch, capsys, small_corpus_dir):
     # the default home is ./navi_runs: checkpoint paths must not depend on the working folder
     monkeypatch.chdir(tmp_path)
-    assert navi("--home", "navi_runs", "--no-ui", "train", "--steps", 2) == 1
+    assert navi("--home", "navi_runs", "--no-ui", "train", "--steps", 2, "--data", small_corpus_dir) == 1
     with Store(tmp_path / "navi_runs") as store:
         ckpt = store.checkpoints(1)[0]
         assert ckpt["path"] == "checkpoints/run_0001/policy_000002.pt"
@@ -285,41 +297,50 @@ def test_a_bench_for_a_model_the_checkpoint_is_not_exits_2(trained_home, capsys)
     assert "a plan bench needs the planner, which checkpoint 1 does not have" in capsys.readouterr().err
 
 
-def test_cpu_training_is_refused_while_a_gpu_is_visible(tmp_path, capsys, monkeypatch):
+def test_cpu_training_is_refused_while_a_gpu_is_visible(tmp_path, capsys, monkeypatch, small_corpus_dir):
     # M-035. no GPU can be seen from this machine, so the probe answers as a GPU host's would
     import navi_tui.system_monitor
 
     monkeypatch.setattr(navi_tui.system_monitor, "gpu_name", lambda: "NVIDIA H100 80GB HBM3")
-    assert navi("--home", tmp_path / "home", "--no-ui", "train", "--steps", 1) == 2
+    assert navi("--home", tmp_path / "home", "--no-ui", "train", "--steps", 1, "--data", small_corpus_dir) == 2
     err = capsys.readouterr().err
     assert "a GPU is visible (NVIDIA H100 80GB HBM3)" in err and "pass --device cpu" in err
     assert not (tmp_path / "home").exists()
     # asked for explicitly, the CPU run goes ahead
-    assert navi("--home", tmp_path / "home", "--device", "cpu", "--no-ui", "train", "--steps", 1) == 1
+    assert navi("--home", tmp_path / "home", "--device", "cpu", "--no-ui", "train", "--steps", 1,
+                "--data", small_corpus_dir) == 1
 
 
-def test_two_failed_runs_in_a_row_point_at_the_diagnostic(tmp_path, capsys):
+def test_two_failed_runs_in_a_row_point_at_the_diagnostic(trained_home_template, tmp_path, capsys, small_corpus_dir):
+    # run 1 is the session's failed run: one failed run alone gave no advice
     home = tmp_path / "home"
-    assert navi("--home", home, "--no-ui", "train", "--steps", 1) == 1
-    assert "next:" not in capsys.readouterr().out
-    assert navi("--home", home, "--no-ui", "train", "--steps", 2) == 1
+    shutil.copytree(trained_home_template, home)
+    assert "next:" not in (trained_home_template.parent / "train-stdout.txt").read_text()
+    assert navi("--home", home, "--no-ui", "train", "--steps", 1, "--data", small_corpus_dir) == 1
     out = capsys.readouterr().out
     assert "next: runs 1 and 2 both failed: before another training run, trace the data flow: " \
            "navi-tui --no-ui diagnose --run 2" in out
 
 
-def test_constant_metric_catches_the_same_number_in_two_differing_runs(tmp_path, capsys):
+def test_constant_metric_catches_the_same_number_in_two_differing_runs(trained_home_template, tmp_path, capsys):
+    # run 1 is the session's: train --steps 3 on the small corpus
     home = tmp_path / "home"
-    assert navi("--home", home, "--no-ui", "train", "--steps", 1) == 1
+    shutil.copytree(trained_home_template, home)
+    with Store(home) as store:
+        config = json.loads(store.get_run(1)["config_json"])
     # plant the fault: an earlier run, with another config, that ended on this run's concept_sim
     with Store(home) as store:
         current = {m["name"]: m["value"] for m in store.metrics(1) if m["phase"] == "eval"}
+        # not the same float, the same to the gate's 4 decimals: 2e-5 away, on the side that stays in the bin
+        sim = current["concept_sim"]
+        near = sim + 2e-5 if round(sim + 2e-5, 4) == round(sim, 4) else sim - 2e-5
         planted = store.create_run(profile="tiny", command="train", config={"steps": 999})
         store.insert_metrics([{"run_id": planted, "step": 1, "phase": "eval", "name": "concept_sim",
-                               "value": current["concept_sim"] + 2e-5}])
+                               "value": near}])
         store.finish_run(planted, status="completed", verdict="fail")
     capsys.readouterr()
-    assert navi("--home", home, "--no-ui", "train", "--steps", 1) == 1
+    # the same command as run 1's: the same numbers, which is no fault between runs of one config
+    assert navi("--home", home, "--no-ui", "train", "--steps", config["steps"]["policy"], "--data", config["data"]) == 1
     with Store(home) as store:
         gate = next(e for e in store.evals(3) if e["gate"] == "constant_metric")
     assert gate["passed"] == 0
@@ -361,15 +382,15 @@ def test_a_talker_that_maps_every_prompt_alike_fails_concept_sim_and_diagnose_fi
 
 
 def test_resume_continues_a_run_as_a_new_run(trained_home, capsys):
-    assert navi("--home", trained_home, "--no-ui", "train", "--resume", 1) == 1  # 20 steps still fail gates
+    assert navi("--home", trained_home, "--no-ui", "train", "--resume", 1) == 1  # 3 steps still fail gates
     out = capsys.readouterr().out
     assert "continues run 1 checkpoint" in out
     with Store(trained_home) as store:
         new = store.list_runs()[0]
         config = json.loads(new["config_json"])
         assert new["resumed_from"] == 1 and config["resumed_from"]["run"] == 1
-        assert config["steps"] == {"policy": 20, "planner": 20, "talker": 20}  # the source's --steps
-        assert {c["model"]: c["step"] for c in store.checkpoints(new["id"]) if c["phase"] != "rollback"}["policy"] == 20
+        assert config["steps"] == {"policy": 3, "planner": 3, "talker": 3}  # the source's --steps
+        assert {c["model"]: c["step"] for c in store.checkpoints(new["id"]) if c["phase"] != "rollback"}["policy"] == 3
         assert any(e["kind"] == "resume" for e in store.events(1))
 
 

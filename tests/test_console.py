@@ -2,14 +2,16 @@
 
     python -m pytest -q tests/test_console.py
 
-Runs use --steps 2 or a few more: they fail their gates, which is fine here; what is tested is
-that every key does what the footer says, and that the store and the screen agree.
+Runs use --steps 2 or a few more, on the small corpus of conftest.py: they fail their gates, which
+is fine here; what is tested is that every key does what the footer says, and that the store and the
+screen agree. The keys that need a finished run open a copy of the session's trained home.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -78,14 +80,22 @@ def header_text(app) -> str:
 
 
 @pytest.fixture(scope="module")
-def trained_home(tmp_path_factory):
+def trained_home(trained_home_template, tmp_path_factory):
+    """A copy of the session's trained home (conftest.py): run 1, `train --steps 3` on the small corpus,
+    its gates failed. This module's tests share the copy; some add runs to it."""
     home = tmp_path_factory.mktemp("console") / "home"
-    assert main(["--home", str(home), "--no-ui", "train", "--steps", "3"]) == 1  # 3 steps: gates fail
+    shutil.copytree(trained_home_template, home)
     return home
 
 
-async def test_t_trains_a_run_and_every_pane_fills(tmp_path):
-    app = make_app(tmp_path / "home", steps=2)
+@pytest.fixture(scope="module")
+def gallery_size(small_corpus_dir) -> int:
+    """The prompts of the small corpus's gallery: a run on it, or an eval of one, shows every one."""
+    return len((small_corpus_dir / "gallery.jsonl").read_text().splitlines())
+
+
+async def test_t_trains_a_run_and_every_pane_fills(tmp_path, small_corpus_dir, gallery_size):
+    app = make_app(tmp_path / "home", steps=2, data=small_corpus_dir)
     async with app.run_test(size=SIZE) as pilot:
         assert "no run open" in header_text(app)
         await pilot.press("t")
@@ -104,14 +114,14 @@ async def test_t_trains_a_run_and_every_pane_fills(tmp_path):
         assert sum(len(v) for v in app.view.loss.values()) == n_loss
         assert app.query_one(GatesTable).row_count == len(gates) >= 20
         assert app.query_one(WeightsTable).row_count > 5  # the planner's classes
-        assert app.query_one(GalleryTable).row_count == 50
+        assert app.query_one(GalleryTable).row_count == gallery_size
         assert app.view.concept_sim, "the talker's concept similarity reached the view"
         assert len(app.query_one(EventsLog).lines) >= 5
         assert app.last_notice.startswith("run 1 completed: FAIL")
 
 
-async def test_pause_resume_and_stop_reach_the_trainer(tmp_path):
-    app = make_app(tmp_path / "home", steps=ENDLESS, train_on_start=True)
+async def test_pause_resume_and_stop_reach_the_trainer(tmp_path, small_corpus_dir):
+    app = make_app(tmp_path / "home", steps=ENDLESS, train_on_start=True, data=small_corpus_dir)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.view.latest.step >= 5, what="training to log a few steps")
         await pilot.press("p")
@@ -134,8 +144,8 @@ async def test_pause_resume_and_stop_reach_the_trainer(tmp_path):
     assert 0 < policy["step"] < ENDLESS  # the stop saved a checkpoint where it stood
 
 
-async def test_quit_asks_first_and_stops_the_run_with_a_checkpoint(tmp_path):
-    app = make_app(tmp_path / "home", steps=ENDLESS, train_on_start=True)
+async def test_quit_asks_first_and_stops_the_run_with_a_checkpoint(tmp_path, small_corpus_dir):
+    app = make_app(tmp_path / "home", steps=ENDLESS, train_on_start=True, data=small_corpus_dir)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.view.latest.step >= 5, what="training")
         await pilot.press("q")
@@ -164,16 +174,17 @@ async def test_e_evaluates_the_open_run_and_stores_it(trained_home):
     assert rows and all(json.loads(r["detail_json"])["command"] == "eval" for r in rows)
 
 
-async def test_g_runs_the_gallery_and_shows_it(trained_home):
+async def test_g_runs_the_gallery_and_shows_it(trained_home, gallery_size):
     with Store(trained_home) as store:
         before = len(store.gallery(1))
     app = make_app(trained_home)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("g")
         await wait_for(pilot, lambda: app.last_notice.startswith("gallery:"), what="the gallery")
-        await wait_for(pilot, lambda: app.query_one(GalleryTable).row_count == 50, what="the gallery's 50 rows")
+        await wait_for(pilot, lambda: app.query_one(GalleryTable).row_count == gallery_size,
+                       what=f"the gallery's {gallery_size} rows")
     with Store(trained_home) as store:
-        assert len(store.gallery(1)) == before + 50
+        assert len(store.gallery(1)) == before + gallery_size
 
 
 async def test_r_rolls_back_to_a_picked_checkpoint_as_a_new_run(trained_home):
@@ -234,11 +245,12 @@ async def test_keys_that_need_a_live_run_say_so(trained_home):
             assert "nothing is training" in app.last_notice
 
 
-async def test_runs_tab_opens_and_compares_runs(trained_home):
+async def test_runs_tab_opens_and_compares_runs(trained_home, small_corpus_dir):
     with Store(trained_home) as store:
         ids = [r["id"] for r in store.list_runs()]
     if len(ids) < 2:  # the rollback test adds a run; alone, make a second one
-        assert main(["--home", str(trained_home), "--no-ui", "train", "--steps", "1"]) == 1
+        assert main(["--home", str(trained_home), "--no-ui", "train", "--steps", "1",
+                     "--data", str(small_corpus_dir)]) == 1
         with Store(trained_home) as store:
             ids = [r["id"] for r in store.list_runs()]
     app = make_app(trained_home)
@@ -254,14 +266,14 @@ async def test_runs_tab_opens_and_compares_runs(trained_home):
         assert [str(c.label) for c in table.columns.values()][1:] == ["run 1", f"run {ids[0]}"]
 
 
-async def test_a_training_error_shows_and_marks_the_run_failed(tmp_path, monkeypatch):
+async def test_a_training_error_shows_and_marks_the_run_failed(tmp_path, monkeypatch, small_corpus_dir):
     import navi_tui.training_run as tr
 
     def broken(*args, **kwargs):
         raise RuntimeError("planted: the policy trainer blew up")
 
     monkeypatch.setattr(tr, "train_policy", broken)
-    app = make_app(tmp_path / "home", steps=2, train_on_start=True)
+    app = make_app(tmp_path / "home", steps=2, train_on_start=True, data=small_corpus_dir)
     async with app.run_test(size=SIZE) as pilot:
         await wait_ended(pilot, app)
         assert "planted: the policy trainer blew up" in app.last_notice
@@ -287,29 +299,31 @@ def test_the_bridge_wakes_the_ui_once_however_fast_the_trainer_emits():
     assert EventsReady().can_replace(EventsReady())
 
 
-async def test_the_ui_handles_far_fewer_wakeups_than_events(tmp_path):
+async def test_the_ui_handles_far_fewer_wakeups_than_events(tmp_path, small_corpus_dir):
     handled = []
 
     def hook(message):
         if isinstance(message, EventsReady):
             handled.append(message)
 
-    app = make_app(tmp_path / "home", steps=2, train_on_start=True)
+    app = make_app(tmp_path / "home", steps=2, train_on_start=True, data=small_corpus_dir)
     async with app.run_test(size=SIZE, message_hook=hook) as pilot:
         await wait_ended(pilot, app)
         events = app.session.bridge.posted
     assert 0 < len(handled) <= events
 
 
-@pytest.mark.parametrize("nproc", [1, 2], ids=["one process", "torchrun, 2 ranks"])
-async def test_the_console_follows_a_run_another_process_writes(tmp_path, nproc):
+# the torchrun case is a distributed job (two ranks, their launcher): the slow tier's, with tests/test_distributed.py
+@pytest.mark.parametrize("nproc", [1, pytest.param(2, marks=pytest.mark.slow)], ids=["one process", "torchrun, 2 ranks"])
+async def test_the_console_follows_a_run_another_process_writes(tmp_path, nproc, small_corpus_dir):
     """Attach: a real headless navi-tui writes the run (in one process, or rank 0 of a torchrun job
     of two: train --nproc 2); the console reads only rows past its cursor."""
     home = tmp_path / "home"
     # the writer stops itself once its run row exists (NAVI_STOP_AT=run), so the console opens on a run
     # that is known to be running, however fast the machine; SIGCONT lets it train on
     proc = subprocess.Popen([sys.executable, "-m", "navi_tui", "--home", str(home), "--no-ui", "train",
-                             "--steps", "30", *(["--nproc", str(nproc)] if nproc > 1 else [])],
+                             "--steps", "30", "--data", str(small_corpus_dir),
+                             *(["--nproc", str(nproc)] if nproc > 1 else [])],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, STOP_ENV: "run"})
     try:
         deadline = time.monotonic() + 120
@@ -377,7 +391,7 @@ async def test_a_gallery_row_opens_the_whole_sample(trained_home):
         assert "prompt:" in body and "reference:" in body
 
 
-async def test_the_header_shows_the_discord_mirror_and_discord_hears_the_console_run(tmp_path):
+async def test_the_header_shows_the_discord_mirror_and_discord_hears_the_console_run(tmp_path, small_corpus_dir):
     # the real relay and discord.py client against the loopback server, fed by nothing but the store
     from discord_loopback import LoopbackDiscord
     from navi_tui.mirror import Mirror, Tuning
@@ -388,7 +402,7 @@ async def test_the_header_shows_the_discord_mirror_and_discord_hears_the_console
     mirror = Mirror.from_env(home, server.webhook_env(), Tuning(poll_interval=0.05, backoff_base=0.05,
                                                                 backoff_cap=0.3, request_timeout=10)).start()
     try:
-        app = make_app(home, steps=2, mirror=mirror)
+        app = make_app(home, steps=2, mirror=mirror, data=small_corpus_dir)
         async with app.run_test(size=SIZE) as pilot:
             assert app.last_notice.startswith("discord: mirroring")
             await pilot.press("t")
@@ -411,8 +425,8 @@ async def test_the_header_shows_the_discord_mirror_and_discord_hears_the_console
         use_api_base(None)
 
 
-async def test_without_a_mirror_the_header_says_discord_is_off(tmp_path):
-    app = make_app(tmp_path / "home", steps=2)
+async def test_without_a_mirror_the_header_says_discord_is_off(tmp_path, small_corpus_dir):
+    app = make_app(tmp_path / "home", steps=2, data=small_corpus_dir)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("t")
         await wait_for(pilot, lambda: app.view.run_id == 1, what="run 1")

@@ -1,6 +1,6 @@
 """Kill -9 a real trainer, then check the store, the next start and the resume (tests/crash_harness.py).
 
-    python -m pytest -q tests/test_crash.py                   # a few kills at chosen moments
+    python -m pytest -q -m slow tests/test_crash.py            # a few kills at chosen moments
     python benchmarks/reliability/crash.py --kills 20          # the long form: kills at random instants
 
 Every trainer here is a real `navi-tui --no-ui --profile tiny train` process on a small corpus, with
@@ -26,6 +26,9 @@ import crash_harness as H
 from cli_harness import run_main
 from navi_tui.cli import main
 from store import Store
+
+# a long harness: the slow tier (python -m pytest -q -m slow; .ci/run runs it after the everyday tier)
+pytestmark = pytest.mark.slow
 
 STEPS = 6
 

@@ -493,7 +493,7 @@ def test_long_messages_are_split_at_line_ends_with_code_blocks_kept_whole():
 
 
 def test_headless_train_delivers_start_status_edits_heartbeat_and_verdict(server, tmp_path, monkeypatch, capsys,
-                                                                          caplog):
+                                                                          caplog, small_corpus_dir):
     import threading
 
     import navi_tui.training_run as training_run
@@ -535,7 +535,8 @@ def test_headless_train_delivers_start_status_edits_heartbeat_and_verdict(server
     releaser = threading.Thread(target=release_once_discord_heard_the_live_run, daemon=True)
     releaser.start()
     home = tmp_path / "home"
-    code = main(["--home", str(home), "--no-ui", "--profile", "tiny", "train", "--steps", "2"])
+    code = main(["--home", str(home), "--no-ui", "--profile", "tiny", "train", "--steps", "2",
+                 "--data", str(small_corpus_dir)])
     releaser.join(10)
     assert held == []
     assert code == 1  # 2 steps cannot pass the coverage gates; the verdict is what matters here

@@ -1,6 +1,6 @@
 """Data-parallel training through torchrun, on the CPU with gloo: the code path a GPU job takes.
 
-    flock /tmp/navi-long.lock python -m pytest -q tests/test_distributed.py
+    flock /tmp/navi-long.lock python -m pytest -q -m slow tests/test_distributed.py
 
 Real processes throughout: `navi-tui --no-ui train --nproc 2` launches torchrun, which starts two
 ranks. The runs use a small cut of the bundled corpus and a few steps (their gates fail, which
@@ -32,6 +32,9 @@ from navi_tui.distributed_run import without_nproc
 from store import Store
 
 import ddp_trainers
+
+# a long harness: the slow tier (python -m pytest -q -m slow; .ci/run runs it after the everyday tier)
+pytestmark = pytest.mark.slow
 
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent

@@ -34,7 +34,6 @@ from hypothesis import strategies as st
 
 from navi_model.assets import corpus_dir
 from navi_tui.cli import main
-import cli_harness
 from cli_harness import one_line_error, run_main, store_dump, tally
 
 REPO = Path(__file__).resolve().parents[1]
@@ -372,9 +371,10 @@ bench_faults = faults(list(BENCHES), COMMON)
 # --- the harness -----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def trained_home(tmp_path_factory):
-    """A real store with one real run (1 step: it fails its gates, which is fine here)."""
-    return cli_harness.trained_home(tmp_path_factory, main)
+def trained_home(trained_home_template):
+    """A real store with one real run (conftest.py's session run: 3 steps on the small corpus; it fails
+    its gates, which is fine here). Never changed: each test works on a copy."""
+    return trained_home_template
 
 
 def expect_refusal(code, err: str, path: Path, fault: Fault) -> str:

@@ -1,6 +1,6 @@
 """The console follows a run another process writes, with a second reader: every row once, no lock error.
 
-    python -m pytest -q tests/test_reliability_concurrency.py
+    python -m pytest -q -m slow tests/test_reliability_concurrency.py
 
 The fast form of benchmarks/reliability/concurrency.py (its long form writes 10,000 steps a
 phase): a writer process through the real StoreWriter and Store, the real console through
@@ -17,6 +17,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "reliability"))
 
 from concurrency import judge_concurrency, run  # noqa: E402
+
+# a long harness: the slow tier (python -m pytest -q -m slow; .ci/run runs it after the everyday tier)
+pytestmark = pytest.mark.slow
 
 
 def failing(checks: dict) -> list[str]:

@@ -1,6 +1,6 @@
 """The home's disk fills up or goes read-only under a real trainer: one line, exit 2, a sound store.
 
-    python -m pytest -q tests/test_reliability_disk.py
+    python -m pytest -q -m slow tests/test_reliability_disk.py
 
 The fast form of benchmarks/reliability/disk_trouble.py: one real `python -m navi_tui ... train`
 per fault. `full` (a tmpfs of its own, filled) and `readonly` (an ext4 image the kernel remounts
@@ -25,6 +25,9 @@ from store import DiskError, disk_error
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "reliability"))
 
 from disk_trouble import judge_disk, mount_refusal, readonly_refusal, run_one  # noqa: E402
+
+# a long harness: the slow tier (python -m pytest -q -m slow; .ci/run runs it after the everyday tier)
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 MOUNT_REFUSAL = mount_refusal()

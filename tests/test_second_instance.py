@@ -1,6 +1,6 @@
 """One trainer per run (navi_tui/run_lock.py), with real processes.
 
-    python -m pytest -q tests/test_second_instance.py
+    python -m pytest -q -m slow tests/test_second_instance.py
 
 A continuation (train --resume R, rollback --run R) writes a new run and holds R's lock as well as
 its own: a second continuation of R, or one of a run whose trainer lives, is refused with one line
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,12 +22,13 @@ from pathlib import Path
 
 import pytest
 
-import cli_harness
 import crash_harness as H
 from cli_harness import one_line_error, store_dump
-from navi_tui.cli import main
 from navi_tui.run_lock import RunBusyError, RunLock, TrainerLocks, lock_path, refuse_if_busy
 from store import Store
+
+# a long harness: the slow tier (python -m pytest -q -m slow; .ci/run runs it after the everyday tier)
+pytestmark = pytest.mark.slow
 
 REPO = H.REPO
 
@@ -100,9 +102,9 @@ def test_a_running_row_of_a_live_process_is_busy_without_any_lock(tmp_path):
 # with the real command line --------------------------------------------------------------------
 
 @pytest.fixture
-def home(tmp_path_factory):
-    # run 1: a real `train --steps 1` with a checkpoint of every model
-    return cli_harness.trained_home(tmp_path_factory, main)
+def home(trained_home_template, tmp_path):
+    # run 1: a real `train --steps 3` (conftest.py's session run, copied) with a checkpoint of every model
+    return Path(shutil.copytree(trained_home_template, tmp_path / "home"))
 
 
 def wait_until_stopped(pid: int, timeout: float = 60.0) -> None:
@@ -148,7 +150,7 @@ def test_second_trainers_of_one_run_are_refused_and_a_dead_ones_lock_is_taken_ov
     assert first.proc.returncode == -signal.SIGKILL
     # the dead trainer's locks are free: the next continuation takes them, and marks its run crashed
     code, out, err = H.run(H.navi_command(home, "train", "--resume", 1))
-    assert code == 1, err  # a 1-step run fails its gates
+    assert code == 1, err  # a 3-step run fails its gates
     assert "marked crashed: run 2 (its process ended without finishing)" in out
     with Store(home) as store:
         assert [(r["id"], r["status"], r["resumed_from"]) for r in store.list_runs()] == [
