@@ -112,13 +112,15 @@ def punctuate(rng: random.Random, text: str, style: str) -> str:
 
 
 def dress(rng: random.Random, spec: IntentSpec, core: str, slip: bool) -> str:
-    """One phrasing of a core: filler, prefix, suffix, a typo when slip, case, punctuation."""
+    """One phrasing of a core: filler, prefix, suffix, a typo when slip (mostly in the core), case,
+    punctuation."""
     style = catalog.style_of(spec, core)
     prefixes, suffixes = catalog.wrappers_for(spec, core)
     prefix, suffix = rng.choice(prefixes), rng.choice(suffixes)
     filler = rng.choice(catalog.FILLERS) if rng.random() < 0.2 and "navi" not in prefix else ""
-    text = f"{filler}{prefix}{core}{suffix}"
-    if slip:
+    inner = typo(rng, core) if slip and rng.random() < 0.75 else core
+    text = f"{filler}{prefix}{inner}{suffix}"
+    if slip and inner == core:
         text = typo(rng, text)
     return punctuate(rng, recase(rng, text), style)
 
@@ -147,14 +149,19 @@ class Rules:
         # a bare must-pass core is its paraphrase bench line: never a training line in any case
         self.reserved = {holdout.normalise(p) for s in INTENTS for p in s.must_pass}
 
-    def ok(self, text: str, intents: list[str], unseen: bool, limit: int) -> bool:
+    def ok(self, text: str, intents: list[str], unseen: bool, limit: int, slipped: bool = False) -> bool:
+        """Whether the text may be a line of these intents: it fits, it is no wild text, it holds
+        no core of the other side of the split nor of another intent, and each of its intents'
+        cores in order (a slipped line may have lost them to its typo)."""
         if len(text.encode()) > limit or holdout.normalise(text) in self.wild:
             return False
         own, other = (self.held_index, self.train_index) if unseen else (self.train_index, self.held_index)
         if other.find(text):  # nothing of the other side of the split
             return False
-        found = own.find(text)
-        return bool(found) and {intent for intent, _ in found} <= set(intents)
+        found = [intent for intent, _ in own.find(text)]
+        if slipped:
+            return set(found) <= set(intents)
+        return found == intents
 
 
 def _goals(rng: random.Random, rules: Rules, seen: set[str]) -> dict[str, list[str]]:
@@ -171,10 +178,12 @@ def _goals(rng: random.Random, rules: Rules, seen: set[str]) -> dict[str, list[s
             core = cores[k % len(cores)]
             k += 1
             for _ in range(50):
-                slip = core not in plain or plain[core] >= MUST_PASS_LINES
-                line = dress(rng, spec, core, slip and rng.random() < TYPO_SHARE)
+                slip = (core not in plain or plain[core] >= MUST_PASS_LINES) and rng.random() < TYPO_SHARE
+                line = dress(rng, spec, core, slip)
                 key = holdout.normalise(line)
-                if key in seen or key in rules.reserved or not rules.ok(line, [spec.name], False, MAX_GOAL_BYTES):
+                if key in seen or key in rules.reserved:
+                    continue
+                if not rules.ok(line, [spec.name], False, MAX_GOAL_BYTES, slip):
                     continue
                 if core in plain and holdout.contains(line, core):
                     plain[core] += 1
@@ -202,7 +211,10 @@ def _one_per_core(rng: random.Random, rules: Rules, cores: dict[str, tuple[str, 
             for _ in range(200):
                 line = dress(rng, spec, core, False)
                 key = holdout.normalise(line)
-                if key not in taken and key not in rules.reserved and rules.ok(line, [spec.name], unseen, MAX_GOAL_BYTES):
+                index = rules.held_index if unseen else rules.train_index
+                if key in taken or key in rules.reserved or not rules.ok(line, [spec.name], unseen, MAX_GOAL_BYTES):
+                    continue
+                if index.find(line) == [(spec.name, core)]:  # "navi, --help" reads as the core "navi --help"
                     break
             else:
                 raise AssertionError(f"no new bench phrasing of {core!r}")
@@ -237,9 +249,10 @@ def _composites(rng: random.Random, rules: Rules, cores: dict[str, tuple[str, ..
                 steps = [min(cores[i], key=lambda c: (core_use.get(c, 0), rng.random())) for i in intents]
             if tuple(steps) in avoid_combos:
                 continue
-            goal = dress_plan(rng, list(zip(intents, steps)), template, training and rng.random() < TYPO_SHARE)
+            slip = training and rng.random() < TYPO_SHARE
+            goal = dress_plan(rng, list(zip(intents, steps)), template, slip)
             key = holdout.normalise(goal)
-            if key not in taken and rules.ok(goal, intents, unseen, MAX_PLAN_BYTES):
+            if key not in taken and rules.ok(goal, intents, unseen, MAX_PLAN_BYTES, slip):
                 break
         else:
             raise AssertionError(f"cannot join {size} steps with {template!r}")

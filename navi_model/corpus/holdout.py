@@ -166,15 +166,20 @@ class CoreIndex:
         self.longest = max((len(n.split()) for n in self.owner), default=0)
 
     def find(self, text: str) -> list[tuple[str, str]]:
-        """(intent, core) of every core in the text, in order of first occurrence."""
+        """(intent, core) of the cores in the text, left to right, each the longest one starting
+        there ("is the disk full" is found, not the "disk full" inside it), none overlapping."""
         words = normalise(text).split()
-        out, seen = [], set()
-        for i in range(len(words)):
-            for k in range(1, min(self.longest, len(words) - i) + 1):
+        out = []
+        i = 0
+        while i < len(words):
+            for k in range(min(self.longest, len(words) - i), 0, -1):
                 hit = self.owner.get(" ".join(words[i:i + k]))
-                if hit is not None and hit not in seen:
-                    seen.add(hit)
+                if hit is not None:
                     out.append(hit)
+                    i += k
+                    break
+            else:
+                i += 1
         return out
 
 
