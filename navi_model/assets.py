@@ -21,5 +21,6 @@ def corpus_dir() -> Path:
 
 
 def benches_dir() -> Path:
-    """The hand-written wild benches: `navi-tui --no-ui eval --run RUN --bench FILE.jsonl` takes them."""
-    return assets_dir() / "benches"
+    """The hand-written wild benches (*_wild.jsonl) sit in the corpus folder beside the generated
+    ones, so a run loads them with the rest; `eval --bench FILE.jsonl` takes them too."""
+    return corpus_dir()
