@@ -130,15 +130,15 @@ def _tiny() -> Profile:
         name="tiny",
         description="passes its gates on a 2-core CPU in minutes",
         policy=EncoderConfig(seq_len=80, **enc),
-        policy_train=TrainConfig(batch_size=64, lr=3e-3, passes_per_goal=20.0, noise_rate=0.3),
+        policy_train=TrainConfig(batch_size=64, lr=3e-3, passes_per_goal=20.0),
         planner=PlannerConfig(encoder=EncoderConfig(seq_len=120, **enc), dec_layers=2, plan_len=16),
-        planner_train=TrainConfig(batch_size=64, lr=3e-3, passes_per_goal=6.0, log_every=50, noise_rate=0.3),
+        planner_train=TrainConfig(batch_size=64, lr=3e-3, passes_per_goal=6.0, log_every=50),
         # memory_k 1: every memory-dependent prompt of the bundled corpus needs only the last turn,
         # and each memory slot costs a full encoder pass per sample
         talker=TalkerConfig(encoder=EncoderConfig(seq_len=120, **enc), dec_layers=2, prefix_k=4, memory_k=1,
                             response_len=56),
         talker_train=TalkerTrainConfig(batch_size=32, lr=3e-3, passes_per_goal=40.0, log_every=50,
-                                       da_steps=30, da_lr=1e-5, freeze_encoder=True, noise_rate=0.3),
+                                       da_steps=30, da_lr=1e-5, freeze_encoder=True),
         # the tiny planner scores 20 or 21 of the 21 held-out plans depending on the seed and
         # the CPU's kernels, whatever its budget (seeds 1337, 1-4 at 6-12 passes per goal:
         # benchmarks/planner_margin.py, docs/benchmarks.md); 19 of 21 still fails. base keeps 21/21.
@@ -155,19 +155,16 @@ def _base() -> Profile:
         # then reuses the policy's compiled blocks. At 96 the policy stepped 4 s faster, but the
         # planner's own encoder compile cost 6 s more on a fresh machine (H200, 2026-12-01)
         policy=EncoderConfig(seq_len=128, **enc),
-        policy_train=TrainConfig(batch_size=256, lr=1e-3, passes_per_goal=150.0, warmup_steps=100, log_every=50,
-                                 noise_rate=0.3),
+        policy_train=TrainConfig(batch_size=256, lr=1e-3, passes_per_goal=150.0, warmup_steps=100, log_every=50),
         planner=PlannerConfig(encoder=EncoderConfig(seq_len=128, **enc), dec_layers=4, plan_len=16),
-        planner_train=TrainConfig(batch_size=256, lr=1e-3, passes_per_goal=30.0, warmup_steps=100, log_every=50,
-                                  noise_rate=0.3),
+        planner_train=TrainConfig(batch_size=256, lr=1e-3, passes_per_goal=30.0, warmup_steps=100, log_every=50),
         talker=TalkerConfig(encoder=EncoderConfig(seq_len=128, **enc), dec_layers=4, prefix_k=4, memory_k=2,
                             response_len=64),
         # compile off for the talker: with its encoder cached, an SFT step takes 5.9 ms graphed and
         # 4.0 ms compiled too, which over 622 steps repays 1 s of a 6 s compile (DA: 5.4 s for 200
         # steps). The policy and planner save 10-20 s each (benchmarks/step_variants.py, H200)
         talker_train=TalkerTrainConfig(batch_size=128, lr=1e-3, passes_per_goal=150.0, warmup_steps=100,
-                                       log_every=50, da_steps=200, da_lr=1e-5, freeze_encoder=True, compile=False,
-                                       noise_rate=0.3),
+                                       log_every=50, da_steps=200, da_lr=1e-5, freeze_encoder=True, compile=False),
         bench=BenchTargets(max_green_seconds=60.0),
     )
 

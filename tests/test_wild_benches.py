@@ -1,4 +1,4 @@
-"""The hand-written wild benches (assets/corpus/*_wild.jsonl): their shape, and their separation
+"""The hand-written wild benches (assets/holdout_corpus/*_wild.jsonl): their shape, and their separation
 from everything the brain trains on (navi_model/corpus/holdout.py). Fast: no model is trained.
 
     python -m pytest -q tests/test_wild_benches.py
@@ -16,7 +16,7 @@ from navi_model.corpus import catalog, holdout
 from navi_model.corpus.load import BUNDLED_BENCHES, WILD_BENCHES, load_bench, load_corpus, load_intents, read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO / "assets" / "corpus"  # this checkout's files, whichever navi_assets is installed
+CORPUS = REPO / "assets" / "holdout_corpus"  # this checkout's files, whichever navi_assets is installed
 BENCHES = CORPUS  # beside the generated files, so that a run loads them with the rest
 
 # file -> (kind, minimum number of lines, the bundled bench whose line format it copies)
@@ -199,7 +199,7 @@ def test_a_planted_training_line_fails_the_separation(training):
 
 def test_package_data_installs_the_benches():
     data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    assert "corpus/*.jsonl" in data["navi_assets"]  # the wild files are in the corpus folder
+    assert "holdout_corpus/*.jsonl" in data["navi_assets"]  # the wild files are in the held-out corpus folder
     assert sorted(p.name for p in BENCHES.glob("*_wild.jsonl")) == sorted(WILD)
     assert not (REPO / "assets" / "benches").exists()
     # a run loads them as optional benches of the corpus, under these names

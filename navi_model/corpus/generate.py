@@ -1,4 +1,4 @@
-"""Deterministic generator of the bundled corpus (assets/corpus/*.jsonl).
+"""Deterministic generator of the corpus held out by core (assets/holdout_corpus/*.jsonl).
 
     python -m navi_model.corpus.generate [--out DIR]
 
@@ -338,9 +338,9 @@ def wild_texts(folder: Path | None = None) -> set[str]:
         # this checkout's files when run from one, else the installed ones
         folder = Path(__file__).resolve().parents[2] / "assets" / "corpus"
         if not folder.is_dir():
-            from navi_model.assets import corpus_dir
+            from navi_model.assets import holdout_corpus_dir
 
-            folder = corpus_dir()
+            folder = holdout_corpus_dir()
     out = set()
     for name in WILD_BENCHES:
         path = folder / BUNDLED_BENCHES[name][0]
@@ -409,12 +409,12 @@ def write_corpus(out: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from navi_model.assets import corpus_dir
+    from navi_model.assets import holdout_corpus_dir
 
     ap = argparse.ArgumentParser(description="regenerate navi's bundled corpus")
     ap.add_argument("--out", type=Path, default=None, help="folder to write (default: the bundled assets/corpus)")
     args = ap.parse_args(argv)
-    for path in write_corpus(args.out or corpus_dir()):
+    for path in write_corpus(args.out or holdout_corpus_dir()):
         print(path)
     return 0
 
