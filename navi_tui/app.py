@@ -408,7 +408,7 @@ class NaviApp(App):
                 benches = []
                 if gallery_only:
                     config = json.loads(store.get_run(run_id)["config_json"] or "{}")
-                    benches = [Path(config.get("data", "")) / BUNDLED_BENCHES["gallery"]]
+                    benches = [Path(config.get("data", "")) / BUNDLED_BENCHES["gallery"][0]]
                 out = evaluate_run(store, run_id=run_id, checkpoint_id=None, bench_files=benches, device=self.device)
             passed = sum(g.passed for g in out.gates)
             text = f"run {run_id}: {passed}/{len(out.gates)} gates pass"

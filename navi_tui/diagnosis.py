@@ -33,7 +33,7 @@ def diagnose_run(store: Store, *, run_id: int | None, device: torch.device) -> t
         raise EvalUsageError(f"run {run['id']} has no talker checkpoint to diagnose")
     model = talker_from_payload(load_stored_checkpoint(store, ckpt), device)
     data = Path(json.loads(run["config_json"] or "{}").get("data", ""))
-    items = load_bench(data / BUNDLED_BENCHES["gallery"], [], "gallery").items[:BATCH]
+    items = load_bench(data / BUNDLED_BENCHES["gallery"][0], [], "gallery").items[:BATCH]
     rows = trace_talker(model, items, device)
     header = f"run {run['id']}, talker checkpoint {ckpt['id']} (step {ckpt['step']}, {ckpt['phase']}), {len(items)} gallery items"
     return f"{header}\n{format_trace(rows)}", collapse_point(rows) is not None

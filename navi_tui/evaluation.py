@@ -11,7 +11,7 @@ import torch
 from navi_model import gates as G
 from navi_model.brain import MODELS
 from navi_model.config import GateThresholds, get_profile
-from navi_model.corpus.load import BUNDLED_BENCHES, Intent, load_bench
+from navi_model.corpus.load import BUNDLED_BENCHES, REQUIRED_BENCHES, Intent, load_bench
 from navi_model.evaluate import policy_from_payload, run_intent_bench
 from navi_model.gates import GateVerdict
 from navi_model.planner import planner_from_payload, run_plan_bench
@@ -91,8 +91,9 @@ def evaluate_run(store: Store, *, run_id: int | None, checkpoint_id: int | None,
         benches = [(f"[{Path(p).name}]", load_bench(p, intents)) for p in bench_files]
     else:
         data = Path(config.get("data", ""))
-        benches = [("", load_bench(data / BUNDLED_BENCHES[k], intents, k)) for k in BUNDLED_BENCHES
-                   if BENCH_MODEL[k] in ckpts]
+        # the four required benches; the optional ones (unseen, seen, wild) are not wired to gates yet
+        benches = [("", load_bench(data / BUNDLED_BENCHES[k][0], intents, BUNDLED_BENCHES[k][1]))
+                   for k in REQUIRED_BENCHES if BENCH_MODEL[BUNDLED_BENCHES[k][1]] in ckpts]
     for _, bench in benches:
         model = BENCH_MODEL[bench.kind]
         if model not in ckpts:

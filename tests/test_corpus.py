@@ -5,18 +5,30 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
-from navi_model.assets import corpus_dir
-from navi_model.corpus.generate import write_corpus
-from navi_model.corpus.load import CorpusError, load_bench, load_corpus
+from navi_model.corpus import catalog, holdout
+from navi_model.corpus.generate import GENERATED, write_corpus
+from navi_model.corpus.load import (BUNDLED_BENCHES, OPTIONAL_BENCHES, REQUIRED_BENCHES, WILD_BENCHES, CorpusError,
+                                    load_bench, load_corpus)
+
+CORPUS = Path(__file__).resolve().parents[1] / "assets" / "holdout_corpus"  # this checkout's files, whatever is installed
+WILD_FILES = sorted(BUNDLED_BENCHES[k][0] for k in WILD_BENCHES)
+
+
+def corpus_dir():
+    return CORPUS
 
 REQUIRED_INTENTS = {
     "build", "test", "check", "lint", "format", "docs_lint", "git_status", "git_diff", "git_log",
     "file_read", "file_search", "memory_add", "memory_search", "gpu_status", "disk_usage", "greet", "help",
     "train", "eval",
 }
+
+
+AGAIN_AND_RECALL = set(catalog.AGAIN_PROMPTS) | set(catalog.RECALL_PROMPTS)  # follow-ups, not cores
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +38,18 @@ def corpus():
 
 def test_regeneration_is_byte_identical(tmp_path):
     written = write_corpus(tmp_path)
-    assert sorted(p.name for p in written) == sorted(p.name for p in corpus_dir().glob("*.jsonl"))
+    assert sorted(p.name for p in written) == sorted(GENERATED)
+    # the folder holds the generated files and the hand-written wild benches, nothing else
+    assert sorted(p.name for p in corpus_dir().glob("*.jsonl")) == sorted([*GENERATED, *WILD_FILES])
     for path in written:
         assert path.read_bytes() == (corpus_dir() / path.name).read_bytes(), f"{path.name} differs"
+
+
+def test_regeneration_leaves_the_wild_benches_alone(copy):
+    before = {name: (copy / name).read_bytes() for name in WILD_FILES}
+    written = write_corpus(copy)
+    assert not {p.name for p in written} & set(WILD_FILES)
+    assert {name: (copy / name).read_bytes() for name in WILD_FILES} == before
 
 
 def test_catalog_has_the_required_intents(corpus):
@@ -41,10 +62,23 @@ def test_catalog_has_the_required_intents(corpus):
 
 
 def test_bench_sizes(corpus):
+    assert set(corpus.benches) == set(BUNDLED_BENCHES)
     assert len(corpus.benches["policy"].items) == 64
-    assert len(corpus.benches["plan"].items) == 21
+    assert len(corpus.benches["plan"].items) == 40
+    assert all(len(it["plan"]) >= 2 for it in corpus.benches["plan"].items)  # composite goals
+    assert len(corpus.benches["plan_seen"].items) == 30
     assert 45 <= len(corpus.benches["gallery"].items) <= 55
-    assert any(len(it["plan"]) >= 2 for it in corpus.benches["plan"].items)  # composite goals
+    assert len(corpus.benches["policy_unseen"].items) >= 100
+    for name in corpus.intent_names:  # the unseen bench spreads over every intent
+        assert sum(it["intent"] == name for it in corpus.benches["policy_unseen"].items) >= 4, name
+
+
+def test_training_file_sizes(corpus):
+    # the tiny profile's steps scale with the unique lines: as many as before issue 16
+    assert len(corpus.goals) == len({g["goal"] for g in corpus.goals}) == 120 * len(corpus.intents)
+    assert len(corpus.plans) == len({p["goal"] for p in corpus.plans}) == 5160
+    assert 780 <= len(corpus.dialogues) <= 830
+    assert len({d["prompt"] for d in corpus.dialogues}) <= 560
 
 
 def test_check_the_build_is_a_must_pass_paraphrase_of_check(corpus):
@@ -54,13 +88,15 @@ def test_check_the_build_is_a_must_pass_paraphrase_of_check(corpus):
 
 
 def test_bench_lines_are_not_training_lines(corpus):
-    train_goals = {g["goal"] for g in corpus.goals} | {p["goal"] for p in corpus.plans}
-    train_prompts = {d["prompt"] for d in corpus.dialogues}
-    for kind in ("policy", "paraphrase", "plan"):
-        leaked = [it["goal"] for it in corpus.benches[kind].items if it["goal"] in train_goals]
-        assert leaked == [], kind
-    # a gallery line is its prompt with its memory; a memory-free prompt must be new
-    leaked = [it["prompt"] for it in corpus.benches["gallery"].items if not it["memory"] and it["prompt"] in train_prompts]
+    # not even in another case or punctuation: compared after holdout.normalise
+    trained = holdout.training_texts(corpus_dir())
+    for name, bench in corpus.benches.items():
+        if name == "paraphrase":  # the bare must-pass cores: checked below
+            continue
+        texts = [t for it in bench.items for t in holdout.bench_texts(it) if t not in AGAIN_AND_RECALL]
+        leaked = [t for t in texts if holdout.normalise(t) in trained]
+        assert leaked == [], name
+    leaked = [it["goal"] for it in corpus.benches["paraphrase"].items if holdout.normalise(it["goal"]) in trained]
     assert leaked == []
 
 
@@ -69,7 +105,7 @@ def test_every_must_pass_core_is_trained_under_other_wrappers(corpus):
     train_goals = [g["goal"] for g in corpus.goals]
     for it in corpus.benches["paraphrase"].items:
         assert it["goal"] not in train_goals
-        assert sum(it["goal"] in g for g in train_goals) >= 3, it["goal"]
+        assert sum(holdout.contains(g, it["goal"]) for g in train_goals) >= 3, it["goal"]
 
 
 def test_some_dialogues_carry_memory(corpus):
@@ -160,7 +196,8 @@ def test_a_field_name_with_a_newline_stays_on_one_line(copy):
 
 @pytest.mark.parametrize("file,field", [("intents.jsonl", "intent"), ("goals.jsonl", "goal"), ("plans.jsonl", "goal"),
                                         ("bench_policy.jsonl", "goal"), ("bench_plan.jsonl", "goal"),
-                                        ("gallery.jsonl", "prompt")])
+                                        ("gallery.jsonl", "prompt"), ("bench_policy_unseen.jsonl", "goal"),
+                                        ("bench_plan_seen.jsonl", "goal"), ("bench_plan_wild.jsonl", "goal")])
 def test_a_duplicated_line_is_refused(copy, file, field):
     # a record listed twice is trained or scored twice as often; the bundled corpus has none
     lines = (copy / file).read_bytes().split(b"\n")
@@ -175,7 +212,12 @@ def test_a_duplicated_line_is_refused(copy, file, field):
 @pytest.mark.parametrize("bench,train,field", [("bench_policy.jsonl", "goals.jsonl", "goal"),
                                                ("bench_paraphrase.jsonl", "goals.jsonl", "goal"),
                                                ("bench_plan.jsonl", "plans.jsonl", "goal"),
-                                               ("gallery.jsonl", "dialogues.jsonl", "prompt")])
+                                               ("gallery.jsonl", "dialogues.jsonl", "prompt"),
+                                               ("bench_policy_unseen.jsonl", "goals.jsonl", "goal"),
+                                               ("bench_plan_seen.jsonl", "plans.jsonl", "goal"),
+                                               ("bench_policy_wild.jsonl", "goals.jsonl", "goal"),
+                                               ("bench_plan_wild.jsonl", "plans.jsonl", "goal"),
+                                               ("gallery_wild.jsonl", "dialogues.jsonl", "prompt")])
 def test_a_bench_line_in_a_training_file_is_refused(copy, bench, train, field):
     # README: bench lines never appear in a training file; a bench the model trained on measures nothing
     item = json.loads((copy / bench).read_text().splitlines()[3])
@@ -219,10 +261,42 @@ def test_missing_folder(tmp_path):
 
 
 def test_a_bench_of_each_kind_loads_on_its_own(corpus):
-    for kind, name in (("policy", "bench_policy.jsonl"), ("paraphrase", "bench_paraphrase.jsonl"),
-                       ("plan", "bench_plan.jsonl"), ("gallery", "gallery.jsonl")):
-        bench = load_bench(corpus_dir() / name, corpus.intents)
-        assert bench.kind == kind and bench.items
+    # `eval --bench FILE.jsonl`: the kind comes from the lines
+    for name, (file, kind) in BUNDLED_BENCHES.items():
+        bench = load_bench(corpus_dir() / file, corpus.intents)
+        assert bench.kind == kind and bench.items, name
+
+
+def test_the_optional_benches_may_be_absent(copy):
+    for name in OPTIONAL_BENCHES:
+        (copy / BUNDLED_BENCHES[name][0]).unlink()
+    corpus = load_corpus(copy)
+    assert set(corpus.benches) == set(REQUIRED_BENCHES)
+    # one of them present: loaded and checked like the rest
+    shutil.copy(corpus_dir() / "bench_plan_seen.jsonl", copy)
+    assert set(load_corpus(copy).benches) == {*REQUIRED_BENCHES, "plan_seen"}
+
+
+@pytest.mark.parametrize("name", REQUIRED_BENCHES)
+def test_the_required_benches_may_not(copy, name):
+    (copy / BUNDLED_BENCHES[name][0]).unlink()
+    with pytest.raises(CorpusError, match=rf"{BUNDLED_BENCHES[name][0]}: file not found"):
+        load_corpus(copy)
+
+
+@pytest.mark.parametrize("file,line,text,field,message", [
+    ("bench_policy_unseen.jsonl", 7, b'{"kind": "policy", "goal": "hi", "intent": "teleport"}', "intent", "unknown intent"),
+    ("bench_plan_seen.jsonl", 2, b'{"kind": "policy", "goal": "hi", "intent": "greet"}', "kind", "expected 'plan'"),
+    ("bench_plan_wild.jsonl", 5, b'{"kind": "plan", "goal": "x", "plan": ["train"]}', "plan[0]", "cannot be a plan step"),
+    ("gallery_wild.jsonl", 3, b'{"kind": "gallery", "prompt": "hi", "reference": 7}', "reference", "expected str"),
+    ("bench_policy_wild.jsonl", 9, b'{"kind": "policy", "goal": "hi"', None, "not valid JSON"),
+])
+def test_an_optional_bench_with_a_bad_line_is_refused(copy, file, line, text, field, message):
+    replace_line(copy / file, line, text)
+    with pytest.raises(CorpusError) as err:
+        load_corpus(copy)
+    assert (err.value.path, err.value.line, err.value.field) == (str(copy / file), line, field)
+    assert message in str(err.value)
 
 
 def test_a_bench_file_mixing_kinds_is_refused(tmp_path, corpus):

@@ -1,4 +1,4 @@
-"""The hand-written wild benches (assets/benches/wild_*.jsonl): their shape, and their separation
+"""The hand-written wild benches (assets/holdout_corpus/*_wild.jsonl): their shape, and their separation
 from everything the brain trains on (navi_model/corpus/holdout.py). Fast: no model is trained.
 
     python -m pytest -q tests/test_wild_benches.py
@@ -13,17 +13,17 @@ from pathlib import Path
 import pytest
 
 from navi_model.corpus import catalog, holdout
-from navi_model.corpus.load import load_bench, load_intents, read_jsonl
+from navi_model.corpus.load import BUNDLED_BENCHES, WILD_BENCHES, load_bench, load_corpus, load_intents, read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO / "assets" / "corpus"  # this checkout's files, whichever navi_assets is installed
-BENCHES = REPO / "assets" / "benches"
+CORPUS = REPO / "assets" / "holdout_corpus"  # this checkout's files, whichever navi_assets is installed
+BENCHES = CORPUS  # beside the generated files, so that a run loads them with the rest
 
 # file -> (kind, minimum number of lines, the bundled bench whose line format it copies)
 WILD = {
-    "wild_policy.jsonl": ("policy", 150, "bench_policy.jsonl"),
-    "wild_plan.jsonl": ("plan", 40, "bench_plan.jsonl"),
-    "wild_gallery.jsonl": ("gallery", 40, "gallery.jsonl"),
+    "bench_policy_wild.jsonl": ("policy", 150, "bench_policy.jsonl"),
+    "bench_plan_wild.jsonl": ("plan", 40, "bench_plan.jsonl"),
+    "gallery_wild.jsonl": ("gallery", 40, "gallery.jsonl"),
 }
 BY_NAME = {s.name: s for s in catalog.INTENTS}
 ACTIONS = {s.name for s in catalog.action_intents()}
@@ -84,14 +84,14 @@ def test_lines_have_the_bundled_format(name):
 
 
 def test_every_intent_is_covered_in_wild_policy():
-    counts = Counter(it["intent"] for it in raw("wild_policy.jsonl"))
+    counts = Counter(it["intent"] for it in raw("bench_policy_wild.jsonl"))
     for spec in catalog.INTENTS:
         want = 8 if spec.name in ACTIONS else 5
         assert counts[spec.name] >= want, f"{spec.name}: {counts[spec.name]} lines, want {want}"
 
 
 def test_plans_use_only_action_intents_and_hold_three_step_plans():
-    plans = [it["plan"] for it in raw("wild_plan.jsonl")]
+    plans = [it["plan"] for it in raw("bench_plan_wild.jsonl")]
     for plan in plans:
         assert set(plan) <= ACTIONS, f"{plan}: meta and chat intents are never plan steps (M-017)"
         assert len(set(plan)) == len(plan), f"{plan}: a step repeated"
@@ -102,7 +102,7 @@ def test_plans_use_only_action_intents_and_hold_three_step_plans():
 
 
 def test_every_connector_occurs_in_wild_plan():
-    goals = [it["goal"].lower() for it in raw("wild_plan.jsonl") if len(it["plan"]) > 1]
+    goals = [it["goal"].lower() for it in raw("bench_plan_wild.jsonl") if len(it["plan"]) > 1]
     missing = [c for c, found in CONNECTORS.items() if not any(found(g) for g in goals)]
     assert not missing, f"no composite joined by {missing}"
 
@@ -111,7 +111,7 @@ def test_gallery_references_are_the_catalog_answers():
     responses = {s.response: s for s in catalog.INTENTS}
     assert len(responses) == len(catalog.INTENTS)  # each answer names one intent
     covered = set()
-    for it in raw("wild_gallery.jsonl"):
+    for it in raw("gallery_wild.jsonl"):
         if not it["memory"]:
             assert it["reference"] in responses, it
             covered.add(responses[it["reference"]].name)
@@ -134,11 +134,11 @@ def test_texts_fit_the_smallest_profile():
     plan_len = min(p.planner.plan_len for p in PROFILES.values())
     talker = min(p.talker.encoder.seq_len for p in PROFILES.values())
     response_len = min(p.talker.response_len for p in PROFILES.values())
-    for it in raw("wild_policy.jsonl"):
+    for it in raw("bench_policy_wild.jsonl"):
         assert len(it["goal"].encode()) <= policy, it
-    for it in raw("wild_plan.jsonl"):
+    for it in raw("bench_plan_wild.jsonl"):
         assert len(it["goal"].encode()) <= planner and 2 * len(it["plan"]) + 1 <= plan_len, it
-    for it in raw("wild_gallery.jsonl"):
+    for it in raw("gallery_wild.jsonl"):
         assert len(it["prompt"].encode()) <= talker and len(it["reference"].encode()) + 1 <= response_len, it
         for turn in it["memory"]:
             assert len(memory_text(turn["prompt"], turn["response"]).encode()) <= talker, it
@@ -199,5 +199,10 @@ def test_a_planted_training_line_fails_the_separation(training):
 
 def test_package_data_installs_the_benches():
     data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    assert "benches/*.jsonl" in data["navi_assets"]
-    assert sorted(p.name for p in BENCHES.glob("*.jsonl")) == sorted(WILD)
+    assert "holdout_corpus/*.jsonl" in data["navi_assets"]  # the wild files are in the held-out corpus folder
+    assert sorted(p.name for p in BENCHES.glob("*_wild.jsonl")) == sorted(WILD)
+    assert not (REPO / "assets" / "benches").exists()
+    # a run loads them as optional benches of the corpus, under these names
+    assert {BUNDLED_BENCHES[k] for k in WILD_BENCHES} == {(name, kind) for name, (kind, _, _) in WILD.items()}
+    corpus = load_corpus(CORPUS)
+    assert all(corpus.benches[k].items for k in WILD_BENCHES)

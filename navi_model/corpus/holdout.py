@@ -1,4 +1,6 @@
-"""The separation rule between the hand-written wild benches (assets/benches/) and training.
+"""What a bench may share with training: the wild rule and the held-out-core rule.
+
+1. The hand-written wild benches (assets/corpus/*_wild.jsonl) and training.
 
 The bundled benches wrap catalog cores in prefixes and suffixes the generator also uses, so they
 measure recall of the cores. A wild bench line measures understanding only if it shares nothing
@@ -10,14 +12,26 @@ with what the brain trained on. A wild text "shares a core" when, after normalis
   (dialogues.jsonl) of the bundled corpus.
 
 Both apply to every text of a wild line: policy and plan goals, gallery prompts and the prompts of
-gallery memory turns. Pure python: no torch, so the check runs anywhere.
+gallery memory turns.
+
+2. Held-out cores (issue 16). Each intent's cores are split, seeded, into training cores and
+held-out cores (split_cores). A held-out core never occurs, as whole words after normalise(), in
+any training line: goals, plan goals and dialogue prompts, typo'd lines included. The unseen
+benches (bench_policy_unseen, bench_plan, gallery) are built from held-out cores only, so they
+measure whether the brain understands phrasings it never trained on; the seen benches
+(bench_policy, bench_plan_seen) from training cores under combinations never trained. A core
+that holds another as whole words stays on the same side of the split as it, so neither side
+leaks into the other; the catalog has no such pair across intents.
+
+Pure python: no torch, so the checks run anywhere.
 """
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
-from navi_model.corpus.catalog import INTENTS
+from navi_model.corpus.catalog import INTENTS, IntentSpec
 from navi_model.corpus.load import read_jsonl
 
 # quotes are dropped (don't -> dont, as people type it); the other marks separate words, so
@@ -74,4 +88,108 @@ def violations(texts, cores, training: dict[str, str]) -> list[str]:
         where = training.get(normalise(text))
         if where is not None:
             out.append(f"{text!r} equals the training line {where}")
+    return out
+
+
+# --- held-out cores
+
+SPLIT_SEED = "navi-held-out-cores-1"
+HELD_OUT_PER_INTENT = 10  # of 40 or more cores; the must-pass cores are always trained
+MAX_HELD_GROUP = 3
+MAX_CORE_WORDS = 12
+
+
+def contains(outer: str, inner: str) -> bool:
+    """Whether inner occurs in outer as whole words, both normalised."""
+    n = normalise(inner)
+    return bool(n) and f" {n} " in f" {normalise(outer)} "
+
+
+def _components(spec: IntentSpec) -> list[tuple[str, ...]]:
+    """The intent's cores grouped so that a core holding another as whole words is with it."""
+    cores = list(spec.cores)
+    parent = list(range(len(cores)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, a in enumerate(cores):
+        for j, b in enumerate(cores):
+            if i != j and contains(a, b):
+                parent[root(i)] = root(j)
+    groups: dict[int, list[str]] = {}
+    for i, c in enumerate(cores):
+        groups.setdefault(root(i), []).append(c)
+    return sorted((tuple(g) for g in groups.values()), key=lambda g: cores.index(g[0]))
+
+
+def split_cores() -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
+    """Per intent: (training cores, held-out cores), disjoint, each in catalog order.
+
+    Seeded per intent, so editing one intent's cores moves no other intent's split. Held-out
+    cores are drawn as whole groups (see _components), terse ones in proportion, until
+    HELD_OUT_PER_INTENT are drawn; a group holding a must-pass core, or more than MAX_HELD_GROUP
+    cores, is always trained.
+    """
+    train, held = {}, {}
+    for spec in INTENTS:
+        rng = random.Random(f"{SPLIT_SEED}:{spec.name}")
+        # a large group (git diff, git diff --stat, git diff main, ...) would fill the held-out side alone
+        groups = [g for g in _components(spec) if not set(g) & set(spec.must_pass) and len(g) <= MAX_HELD_GROUP]
+        rng.shuffle(groups)
+        terse_quota = round(HELD_OUT_PER_INTENT * len(spec.terse) / len(spec.cores))
+        chosen: list[str] = []
+        for want_terse in (True, False):  # the terse quota first, then anything
+            for g in groups:
+                is_terse = all(c in spec.terse for c in g)
+                room = HELD_OUT_PER_INTENT - len(chosen)
+                if (want_terse and (not is_terse or sum(c in spec.terse for c in chosen) >= terse_quota)) \
+                        or set(g) & set(chosen) or len(g) > room:
+                    continue
+                chosen.extend(g)
+        held[spec.name] = tuple(c for c in spec.cores if c in chosen)
+        train[spec.name] = tuple(c for c in spec.cores if c not in chosen)
+    return train, held
+
+
+class CoreIndex:
+    """Find catalog cores in a text as whole words, fast: by the text's word n-grams."""
+
+    def __init__(self, cores_by_intent: dict[str, tuple[str, ...]]):
+        self.owner: dict[str, tuple[str, str]] = {}  # normalised core -> (intent, core)
+        for intent, cores in cores_by_intent.items():
+            for c in cores:
+                self.owner.setdefault(normalise(c), (intent, c))
+        self.longest = max((len(n.split()) for n in self.owner), default=0)
+
+    def find(self, text: str) -> list[tuple[str, str]]:
+        """(intent, core) of the cores in the text, left to right, each the longest one starting
+        there ("is the disk full" is found, not the "disk full" inside it), none overlapping."""
+        words = normalise(text).split()
+        out = []
+        i = 0
+        while i < len(words):
+            for k in range(min(self.longest, len(words) - i), 0, -1):
+                hit = self.owner.get(" ".join(words[i:i + k]))
+                if hit is not None:
+                    out.append(hit)
+                    i += k
+                    break
+            else:
+                i += 1
+        return out
+
+
+def held_out_leaks(corpus_root: Path) -> list[str]:
+    """One message per training line that holds a held-out core: goals, plan goals, dialogue prompts."""
+    _, held = split_cores()
+    index = CoreIndex(held)
+    out = []
+    for name, key in (("goals.jsonl", "goal"), ("plans.jsonl", "goal"), ("dialogues.jsonl", "prompt")):
+        for n, obj in read_jsonl(Path(corpus_root) / name):
+            for intent, core in index.find(obj[key]):
+                out.append(f"{name}:{n}: {obj[key]!r} holds the held-out core {core!r} of {intent}")
     return out

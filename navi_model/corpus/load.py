@@ -50,8 +50,22 @@ BENCH_SCHEMAS: dict[str, Schema] = {
     "gallery": {"kind": ("str", True), "prompt": ("str", True), "reference": ("str", True),
                 "memory": ("list:dialogue", False)},
 }
-BUNDLED_BENCHES = {"policy": "bench_policy.jsonl", "paraphrase": "bench_paraphrase.jsonl",
-                   "plan": "bench_plan.jsonl", "gallery": "gallery.jsonl"}
+# the benches of a corpus folder: name -> (file, kind). The first four are required in every
+# corpus; the others are optional in a --data folder (absent: not in Corpus.benches)
+BUNDLED_BENCHES: dict[str, tuple[str, str]] = {
+    "policy": ("bench_policy.jsonl", "policy"),  # seen: training cores, wrappers never trained
+    "paraphrase": ("bench_paraphrase.jsonl", "paraphrase"),  # must-pass lines
+    "plan": ("bench_plan.jsonl", "plan"),  # unseen: composites of held-out cores
+    "gallery": ("gallery.jsonl", "gallery"),  # unseen: talker prompts from held-out cores
+    "policy_unseen": ("bench_policy_unseen.jsonl", "policy"),  # held-out cores
+    "plan_seen": ("bench_plan_seen.jsonl", "plan"),  # training cores, combinations never trained
+    "policy_wild": ("bench_policy_wild.jsonl", "policy"),  # hand-written (holdout.py)
+    "plan_wild": ("bench_plan_wild.jsonl", "plan"),
+    "gallery_wild": ("gallery_wild.jsonl", "gallery"),
+}
+REQUIRED_BENCHES = ("policy", "paraphrase", "plan", "gallery")
+OPTIONAL_BENCHES = tuple(k for k in BUNDLED_BENCHES if k not in REQUIRED_BENCHES)
+WILD_BENCHES = ("policy_wild", "plan_wild", "gallery_wild")  # hand-written: the generator never writes them
 
 
 @dataclass(frozen=True)
@@ -321,7 +335,8 @@ def load_corpus(root: Path) -> Corpus:
                               f"conversation {d['conversation']!r} expects turn {want} next, got {d['turn']}")
         next_turn[d["conversation"]] = want + 1
 
-    benches = {kind: load_bench(root / name, intents, kind) for kind, name in BUNDLED_BENCHES.items()}
+    benches = {name: load_bench(root / file, intents, kind) for name, (file, kind) in BUNDLED_BENCHES.items()
+               if name in REQUIRED_BENCHES or (root / file).exists()}
     _check_held_out(root, benches, goals, plans, dialogues)
     return Corpus(root, intents, goals, plans, dialogues, benches)
 
@@ -333,20 +348,21 @@ def _duplicate(key: str, line: int) -> str:
 
 def _check_held_out(root: Path, benches: dict[str, Bench], goals: list[dict], plans: list[dict],
                     dialogues: list[dict]) -> None:
-    """Bench lines never appear in a training file: a bench the model trained on measures nothing."""
+    """Bench lines never appear in a training file: a bench the model trained on measures nothing.
+
+    Every bench loaded is checked, in the order of BUNDLED_BENCHES."""
     trained = {g["goal"]: ("goals.jsonl", g["line"]) for g in reversed(goals)}
     trained.update({p["goal"]: ("plans.jsonl", p["line"]) for p in reversed(plans) if p["goal"] not in trained})
-    for kind in ("policy", "paraphrase", "plan"):
-        for it in benches[kind].items:
-            if it["goal"] in trained:
-                name, line = trained[it["goal"]]
-                raise CorpusError(benches[kind].path, it["line"], "goal",
-                                  f"{_show(it['goal'])} is also a training goal ({name} line {line}): bench lines "
-                                  f"are held out")
     # a gallery line is its prompt with its memory: a memory-free prompt must be one no dialogue trains
     prompts = {d["prompt"]: d["line"] for d in reversed(dialogues)}
-    for it in benches["gallery"].items:
-        if not it["memory"] and it["prompt"] in prompts:
-            raise CorpusError(benches["gallery"].path, it["line"], "prompt",
-                              f"{_show(it['prompt'])} is also a training prompt (dialogues.jsonl line "
-                              f"{prompts[it['prompt']]}): bench lines are held out")
+    for bench in benches.values():
+        for it in bench.items:
+            if bench.kind != "gallery" and it["goal"] in trained:
+                name, line = trained[it["goal"]]
+                raise CorpusError(bench.path, it["line"], "goal",
+                                  f"{_show(it['goal'])} is also a training goal ({name} line {line}): bench lines "
+                                  f"are held out")
+            if bench.kind == "gallery" and not it["memory"] and it["prompt"] in prompts:
+                raise CorpusError(bench.path, it["line"], "prompt",
+                                  f"{_show(it['prompt'])} is also a training prompt (dialogues.jsonl line "
+                                  f"{prompts[it['prompt']]}): bench lines are held out")

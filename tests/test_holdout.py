@@ -1,0 +1,269 @@
+"""Held out by core (issue 16): the catalog, its seeded split into training and held-out cores,
+and what the generated files hold of each side. Fast: no model is trained.
+
+    python -m pytest -q tests/test_holdout.py
+
+The rule: a held-out core never occurs, as whole words after holdout.normalise, in any training
+line (goals, plan goals, dialogue prompts), whatever its wrapper, case, punctuation or typo. The
+unseen benches (bench_policy_unseen, bench_plan, gallery) hold held-out cores only; the seen benches
+(bench_policy, bench_plan_seen) training cores only, in lines no training file has.
+"""
+
+import json
+import re
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from navi_model.corpus import catalog, generate, holdout
+from navi_model.corpus.load import load_corpus, read_jsonl
+from test_wild_benches import CONNECTORS as WILD_CONNECTORS
+
+CORPUS = Path(__file__).resolve().parents[1] / "assets" / "holdout_corpus"  # this checkout's files
+TRAIN, HELD = holdout.split_cores()
+BY_NAME = {s.name: s for s in catalog.INTENTS}
+FOLLOW_UPS = set(catalog.AGAIN_PROMPTS) | set(catalog.RECALL_PROMPTS)
+# the wild plan bench's connectors; a generated "first X, then Y" may come after a wrapper ("navi, first ...")
+CONNECTORS = {**WILD_CONNECTORS, "first X, then Y": lambda g: re.search(r"\bfirst .+, then ", g) is not None}
+assert set(CONNECTORS) == set(catalog.CONNECTORS)
+UNSEEN = ("policy_unseen", "plan", "gallery")
+SEEN = ("policy", "plan_seen")
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return load_corpus(CORPUS)
+
+
+@pytest.fixture(scope="module")
+def index():
+    return holdout.CoreIndex(TRAIN), holdout.CoreIndex(HELD)
+
+
+def texts_of(bench):
+    """(line, text) of every core-bearing text of a bench: goals, prompts, memory prompts."""
+    return [(it["line"], t) for it in bench.items for t in holdout.bench_texts(it) if t not in FOLLOW_UPS]
+
+
+# --- the catalog and its split
+
+def test_every_intent_has_forty_distinct_cores_in_every_style():
+    for spec in catalog.INTENTS:
+        normalised = {holdout.normalise(c) for c in spec.cores}
+        assert len(normalised) == len(spec.cores) >= 40, spec.name
+        assert all(c == c.strip().lower() and c for c in spec.cores), spec.name
+        styles = Counter(catalog.style_of(spec, c) for c in spec.cores)
+        if not spec.chat:
+            assert styles["terse"] >= 5 and styles["command"] + styles["question"] >= 20 and styles["polite"] >= 1, \
+                (spec.name, styles)
+
+
+def test_the_split_is_seeded_and_partitions_the_cores():
+    assert holdout.split_cores() == (TRAIN, HELD)
+    for spec in catalog.INTENTS:
+        train, held = set(TRAIN[spec.name]), set(HELD[spec.name])
+        assert train | held == set(spec.cores) and not train & held
+        assert len(held) >= 8, spec.name
+        assert set(spec.must_pass) <= train, spec.name
+
+
+def test_no_core_holds_another_intents_core():
+    # "check the build" may not hold a core of build: the phrase would be ambiguous
+    every = [(s.name, c) for s in catalog.INTENTS for c in s.cores]
+    bad = [(a, ca, b, cb) for a, ca in every for b, cb in every if a != b and holdout.contains(ca, cb)]
+    assert not bad
+
+
+def test_no_held_out_core_holds_a_training_core_or_is_held_by_one():
+    train = [c for cores in TRAIN.values() for c in cores]
+    held = [c for cores in HELD.values() for c in cores]
+    bad = [(h, t) for h in held for t in train if holdout.contains(h, t) or holdout.contains(t, h)]
+    assert not bad
+
+
+def test_wrappers_connectors_and_follow_ups_hold_no_core():
+    cores = holdout.catalog_cores()
+    parts = (catalog.COMMAND_PREFIXES + catalog.COMMAND_SUFFIXES + catalog.QUESTION_PREFIXES
+             + catalog.QUESTION_SUFFIXES + catalog.TERSE_PREFIXES + catalog.TERSE_SUFFIXES + catalog.POLITE_PREFIXES
+             + catalog.POLITE_SUFFIXES + catalog.CHAT_PREFIXES + catalog.CHAT_SUFFIXES + catalog.FILLERS
+             + generate.PLAN_PREFIXES + generate.PLAN_SOFT_PREFIXES + generate.PLAN_SUFFIXES
+             + tuple(j.format(a="", b="", c="") for j in catalog.PAIR_JOINS + catalog.TRIPLE_JOINS)
+             + catalog.AGAIN_PROMPTS + catalog.RECALL_PROMPTS)
+    assert [(p, holdout.shared_cores(p, cores)) for p in parts if holdout.shared_cores(p, cores)] == []
+    # and no core holds a connector: a composite's steps are found where the joins are
+    assert [c for c in cores if re.search(r"\b(and|then|first|after that|followed by)\b|[,;]", c)] == []
+
+
+# --- the training files hold no held-out core
+
+def test_no_training_line_holds_a_held_out_core(corpus):
+    assert holdout.held_out_leaks(CORPUS) == []
+
+
+def test_the_leak_check_covers_the_typod_lines(corpus, index):
+    # about one training line in twelve has a typing slip; many no longer hold their core, and
+    # they are checked like the rest (the test above reads every line)
+    train, _ = index
+    no_core = [g["goal"] for g in corpus.goals if not train.find(g["goal"])]
+    assert len(no_core) >= 50
+    slips = [holdout.normalise(t) for t in no_core]
+    assert not [t for t in slips if any(f" {holdout.normalise(h)} " in f" {t} " for hs in HELD.values() for h in hs)]
+
+
+@pytest.mark.parametrize("file,key", [("goals.jsonl", "goal"), ("plans.jsonl", "goal"),
+                                      ("dialogues.jsonl", "prompt")])
+def test_a_planted_held_out_core_is_named(tmp_path, file, key):
+    folder = tmp_path / "corpus"
+    shutil.copytree(CORPUS, folder)
+    lines = (folder / file).read_text().splitlines()
+    row = json.loads(lines[99])
+    core = HELD["lint"][0]
+    row[key] = f"{row[key]}, and then {core.upper()}!"  # any case, any punctuation
+    lines[99] = json.dumps(row)
+    (folder / file).write_text("\n".join(lines) + "\n")
+    leaks = holdout.held_out_leaks(folder)
+    assert len(leaks) == 1
+    assert leaks[0].startswith(f"{file}:100: ") and f"the held-out core {core!r} of lint" in leaks[0]
+
+
+def test_a_typo_that_makes_a_held_out_core_is_named(tmp_path):
+    # a slip in a training line can spell a held-out core ("lint the code" -> "lint teh code")
+    folder = tmp_path / "corpus"
+    shutil.copytree(CORPUS, folder)
+    misspelt = next(c for c in HELD["lint"] + HELD["build"] + HELD["test"]
+                    if c in ("lint teh code", "buidl the project", "run teh test suite"))
+    with open(folder / "goals.jsonl", "a") as f:
+        f.write(json.dumps({"goal": f"Please {misspelt} now", "intent": "lint"}) + "\n")
+    n = len((folder / "goals.jsonl").read_text().splitlines())
+    leaks = holdout.held_out_leaks(folder)
+    assert leaks == [f"goals.jsonl:{n}: 'Please {misspelt} now' holds the held-out core {misspelt!r} of "
+                     f"{next(i for i, cs in HELD.items() if misspelt in cs)}"]
+
+
+# --- the benches
+
+@pytest.mark.parametrize("name", UNSEEN + SEEN)
+def test_each_bench_text_holds_its_intents_cores_from_one_side_only(corpus, index, name):
+    train, held = index
+    own, other = (held, train) if name in UNSEEN else (train, held)
+    responses = {s.response: s.name for s in catalog.INTENTS}
+    bench = corpus.benches[name]
+    assert texts_of(bench)
+    for it in bench.items:
+        for text in holdout.bench_texts(it):
+            if text in FOLLOW_UPS:
+                continue
+            assert other.find(text) == [], (name, it["line"], text)
+            found = [intent for intent, _ in own.find(text)]
+            if "plan" in it:
+                assert found == it["plan"], (name, it["line"], text)  # one core a step, in order
+            elif "intent" in it:
+                assert found == [it["intent"]], (name, it["line"], text)
+            else:  # gallery: the prompt's, or the memory turn's, intent answers
+                want = responses[it["reference"]] if text == it["prompt"] else responses[it["memory"][0]["response"]]
+                assert found == [want], (name, it["line"], text)
+
+
+@pytest.mark.parametrize("name", UNSEEN + SEEN)
+def test_no_bench_text_is_a_training_text(corpus, name):
+    trained = holdout.training_texts(CORPUS)
+    assert [t for _, t in texts_of(corpus.benches[name]) if holdout.normalise(t) in trained] == []
+
+
+def test_bench_texts_are_not_shared_between_benches(corpus):
+    seen: dict[str, str] = {}
+    for name in UNSEEN + SEEN + ("paraphrase",):
+        for line, t in texts_of(corpus.benches[name]):
+            key = holdout.normalise(t)
+            assert key not in seen, f"{name}:{line} {t!r} repeats {seen[key]}"
+            seen[key] = f"{name}:{line}"
+
+
+def test_the_unseen_policy_bench_holds_every_held_out_core(corpus, index):
+    _, held = index
+    found = Counter(core for it in corpus.benches["policy_unseen"].items for _, core in held.find(it["goal"]))
+    assert set(found) == {c for cs in HELD.values() for c in cs}
+
+
+def test_the_seen_plan_bench_joins_cores_no_training_plan_joins(corpus, index):
+    train, _ = index
+    trained = {tuple(c for _, c in train.find(p["goal"])) for p in corpus.plans if len(p["plan"]) > 1}
+    for it in corpus.benches["plan_seen"].items:
+        assert tuple(c for _, c in train.find(it["goal"])) not in trained, it
+
+
+def plan_goals(corpus, name):
+    if name == "plans.jsonl":
+        return [p for p in corpus.plans if len(p["plan"]) > 1]
+    return corpus.benches[name].items
+
+
+@pytest.mark.parametrize("name", ["plans.jsonl", "plan", "plan_seen"])
+def test_every_connector_and_a_third_of_three_step_plans(corpus, name):
+    plans = plan_goals(corpus, name)
+    goals = [p["goal"].lower() for p in plans]
+    missing = [c for c, found in CONNECTORS.items() if not any(found(g) for g in goals)]
+    assert not missing, f"{name}: no composite joined by {missing}"
+    lengths = Counter(len(p["plan"]) for p in plans)
+    assert set(lengths) == {2, 3}
+    assert lengths[3] >= 0.3 * len(plans), (name, lengths)
+    if name == "plans.jsonl":  # of every line, single steps included
+        assert lengths[3] >= 0.3 * len(corpus.plans)
+
+
+def test_training_lines_vary_in_case_punctuation_filler_and_typos(corpus, index):
+    train, _ = index
+    goals = [g["goal"] for g in corpus.goals]
+    n = len(goals)
+    assert sum(g.isupper() for g in goals) >= 0.04 * n
+    assert sum(g[:1].isupper() and not g.isupper() for g in goals) >= 0.08 * n
+    assert sum(g[-1] in "?!." for g in goals) >= 0.3 * n
+    assert sum(g.lower().startswith(tuple(f.strip(", ") for f in catalog.FILLERS)) for g in goals) >= 0.1 * n
+    assert sum(not train.find(g) for g in goals) >= 0.02 * n  # a slip hid the core
+    # every style of core is trained: terse and shell commands too
+    styles = Counter(catalog.style_of(BY_NAME[g["intent"]], core) for g in corpus.goals
+                     for _, core in train.find(g["goal"])[:1])
+    assert min(styles.values()) >= 100, styles
+
+
+def test_texts_fit_the_smallest_profile(corpus):
+    from navi_model.config import PROFILES
+    from navi_model.talker import memory_text
+
+    policy = min(p.policy.seq_len for p in PROFILES.values())
+    planner = min(p.planner.encoder.seq_len for p in PROFILES.values())
+    talker = min(p.talker.encoder.seq_len for p in PROFILES.values())
+    responses = {s.response for s in catalog.INTENTS}
+    for g in corpus.goals:
+        assert len(g["goal"].encode()) <= policy
+    for p in corpus.plans:
+        assert len(p["goal"].encode()) <= planner
+    for d in corpus.dialogues:
+        assert len(memory_text(d["prompt"], d["response"]).encode()) <= talker
+    for bench in corpus.benches.values():
+        for it in bench.items:
+            limit = planner if bench.kind == "plan" else policy if bench.kind in ("policy", "paraphrase") else talker
+            for t in holdout.bench_texts(it):
+                assert len(t.encode()) <= limit, (bench.path.name, t)
+            for turn in it.get("memory", []):
+                assert len(memory_text(turn["prompt"], turn["response"]).encode()) <= talker
+    assert max(len(r.encode()) for r in responses) + 1 + generate.MAX_GOAL_BYTES <= talker
+
+
+def test_the_generator_refuses_a_leak(monkeypatch):
+    # the generator's own guard: a training phrasing that would hold a held-out core is never emitted
+    rules = generate.Rules(TRAIN, HELD, set())
+    core = HELD["clean"][0]
+    assert not rules.ok(f"please {core}", ["clean"], False, 64)
+    assert rules.ok(f"please {core}", ["clean"], True, 64)
+    assert not rules.ok(f"please {TRAIN['clean'][0]}", ["clean"], True, 64)
+    assert not rules.ok(f"{TRAIN['clean'][0]} and then {TRAIN['build'][0]}", ["clean"], False, 116)
+    assert rules.ok(f"{TRAIN['clean'][0]} and then {TRAIN['build'][0]}", ["clean", "build"], False, 116)
+
+
+def test_read_jsonl_sees_the_generated_files():
+    # the worktree's files, not an installed copy: every generated file is here and parses
+    for name in generate.GENERATED:
+        assert read_jsonl(CORPUS / name)
