@@ -431,5 +431,6 @@ async def test_without_a_mirror_the_header_says_discord_is_off(tmp_path, small_c
         await pilot.press("t")
         await wait_for(pilot, lambda: app.view.run_id == 1, what="run 1")
         await wait_for(pilot, lambda: "discord off" in header_text(app), what="the mirror's state in the header")
+        assert "discord off" in header_text(app) and "discord delivering" not in header_text(app)
         app.session.control.stop()
         await wait_for(pilot, lambda: not app.session.alive, what="the stop")
