@@ -4,10 +4,10 @@ path) and what is wrong, and the store is left exactly as it was (every row, eve
 
     python -m pytest -q tests/test_checkpoint_faults.py
 
-The faults are planted in a copy of one real store (conftest.py's session run, 3 steps on the small
-corpus: it fails its gates, which is fine here). A corrupt file is caught by its sha256; a hostile or foreign file whose sha256 was
-recorded with it gets past that check, so what stops it is torch's weights-only unpickler and
-navi_model.payload's check of what the payload holds.
+The faults are planted in a copy of one real store (conftest.py's session run, 3 steps on the
+small corpus: it fails its gates, which is fine here). A corrupt file is caught by its sha256; a
+hostile or foreign file whose sha256 was recorded with it gets past that check, so what stops it is
+torch's weights-only unpickler and navi_model.payload's check of what the payload holds.
 """
 
 import hashlib

@@ -280,10 +280,10 @@ def test_an_unusable_home_exits_2(tmp_path, capsys):
 def test_a_relative_home_finds_its_checkpoints(tmp_path, monkeypatch, capsys, small_corpus_dir):
     # the default home is ./navi_runs: checkpoint paths must not depend on the working folder
     monkeypatch.chdir(tmp_path)
-    assert navi("--home", "navi_runs", "--no-ui", "train", "--steps", 2, "--data", small_corpus_dir) == 1
+    assert navi("--home", "navi_runs", "--no-ui", "train", "--steps", 1, "--data", small_corpus_dir) == 1
     with Store(tmp_path / "navi_runs") as store:
         ckpt = store.checkpoints(1)[0]
-        assert ckpt["path"] == "checkpoints/run_0001/policy_000002.pt"
+        assert ckpt["path"] == "checkpoints/run_0001/policy_000001.pt"
     monkeypatch.chdir(tmp_path / "navi_runs")  # a different working folder, the same store
     capsys.readouterr()
     assert navi("--home", ".", "--no-ui", "eval", "--json") == 1

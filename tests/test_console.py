@@ -2,7 +2,7 @@
 
     python -m pytest -q tests/test_console.py
 
-Runs use --steps 2 or a few more, on the small corpus of conftest.py: they fail their gates, which
+Runs use --steps 1 to 3, on the small corpus of conftest.py: they fail their gates, which
 is fine here; what is tested is that every key does what the footer says, and that the store and the
 screen agree. The keys that need a finished run open a copy of the session's trained home.
 """
@@ -16,10 +16,12 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import torch
 
+from navi_model.config import get_profile
 from navi_tui.app import NaviApp
 from crash_harness import wait_stopped
 from navi_tui.cli import main
@@ -44,7 +46,8 @@ class FixedStats:
 
 def make_app(home, **kw) -> NaviApp:
     kw.setdefault("system_stats", FixedStats())
-    return NaviApp(home, profile="tiny", device=CPU, **kw)
+    kw.setdefault("profile", "tiny")
+    return NaviApp(home, device=CPU, **kw)
 
 
 async def wait_for(pilot, condition, timeout: float = 240.0, what: str = "condition"):
@@ -64,6 +67,13 @@ async def wait_ended(pilot, app, sessions: int = 1, timeout: float = 400.0):
 # runs that must still be training when a key reaches them: longer than any machine finishes before the
 # key, and the key's stop ends them at once
 ENDLESS = 100_000
+
+
+def live_tiny():
+    """The tiny profile with the policy's loss read back every 2 steps instead of every 25: the view's step,
+    which the tests below wait on, moves within a few steps of a live run rather than once in 25."""
+    p = get_profile("tiny")
+    return replace(p, policy_train=replace(p.policy_train, log_every=2))
 
 
 async def show_table(app, pilot, tab: str, table_type):
@@ -95,7 +105,7 @@ def gallery_size(small_corpus_dir) -> int:
 
 
 async def test_t_trains_a_run_and_every_pane_fills(tmp_path, small_corpus_dir, gallery_size):
-    app = make_app(tmp_path / "home", steps=2, data=small_corpus_dir)
+    app = make_app(tmp_path / "home", steps=1, data=small_corpus_dir)
     async with app.run_test(size=SIZE) as pilot:
         assert "no run open" in header_text(app)
         await pilot.press("t")
@@ -121,7 +131,7 @@ async def test_t_trains_a_run_and_every_pane_fills(tmp_path, small_corpus_dir, g
 
 
 async def test_pause_resume_and_stop_reach_the_trainer(tmp_path, small_corpus_dir):
-    app = make_app(tmp_path / "home", steps=ENDLESS, train_on_start=True, data=small_corpus_dir)
+    app = make_app(tmp_path / "home", steps=ENDLESS, train_on_start=True, data=small_corpus_dir, profile=live_tiny())
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.view.latest.step >= 5, what="training to log a few steps")
         await pilot.press("p")
@@ -145,7 +155,7 @@ async def test_pause_resume_and_stop_reach_the_trainer(tmp_path, small_corpus_di
 
 
 async def test_quit_asks_first_and_stops_the_run_with_a_checkpoint(tmp_path, small_corpus_dir):
-    app = make_app(tmp_path / "home", steps=ENDLESS, train_on_start=True, data=small_corpus_dir)
+    app = make_app(tmp_path / "home", steps=ENDLESS, train_on_start=True, data=small_corpus_dir, profile=live_tiny())
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.view.latest.step >= 5, what="training")
         await pilot.press("q")
@@ -273,7 +283,7 @@ async def test_a_training_error_shows_and_marks_the_run_failed(tmp_path, monkeyp
         raise RuntimeError("planted: the policy trainer blew up")
 
     monkeypatch.setattr(tr, "train_policy", broken)
-    app = make_app(tmp_path / "home", steps=2, train_on_start=True, data=small_corpus_dir)
+    app = make_app(tmp_path / "home", steps=1, train_on_start=True, data=small_corpus_dir)
     async with app.run_test(size=SIZE) as pilot:
         await wait_ended(pilot, app)
         assert "planted: the policy trainer blew up" in app.last_notice
@@ -306,7 +316,7 @@ async def test_the_ui_handles_far_fewer_wakeups_than_events(tmp_path, small_corp
         if isinstance(message, EventsReady):
             handled.append(message)
 
-    app = make_app(tmp_path / "home", steps=2, train_on_start=True, data=small_corpus_dir)
+    app = make_app(tmp_path / "home", steps=1, train_on_start=True, data=small_corpus_dir)
     async with app.run_test(size=SIZE, message_hook=hook) as pilot:
         await wait_ended(pilot, app)
         events = app.session.bridge.posted
@@ -322,7 +332,7 @@ async def test_the_console_follows_a_run_another_process_writes(tmp_path, nproc,
     # the writer stops itself once its run row exists (NAVI_STOP_AT=run), so the console opens on a run
     # that is known to be running, however fast the machine; SIGCONT lets it train on
     proc = subprocess.Popen([sys.executable, "-m", "navi_tui", "--home", str(home), "--no-ui", "train",
-                             "--steps", "30", "--data", str(small_corpus_dir),
+                             "--steps", "3", "--data", str(small_corpus_dir),
                              *(["--nproc", str(nproc)] if nproc > 1 else [])],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, STOP_ENV: "run"})
     try:
@@ -402,7 +412,7 @@ async def test_the_header_shows_the_discord_mirror_and_discord_hears_the_console
     mirror = Mirror.from_env(home, server.webhook_env(), Tuning(poll_interval=0.05, backoff_base=0.05,
                                                                 backoff_cap=0.3, request_timeout=10)).start()
     try:
-        app = make_app(home, steps=2, mirror=mirror, data=small_corpus_dir)
+        app = make_app(home, steps=1, mirror=mirror, data=small_corpus_dir)
         async with app.run_test(size=SIZE) as pilot:
             assert app.last_notice.startswith("discord: mirroring")
             await pilot.press("t")
@@ -426,7 +436,7 @@ async def test_the_header_shows_the_discord_mirror_and_discord_hears_the_console
 
 
 async def test_without_a_mirror_the_header_says_discord_is_off(tmp_path, small_corpus_dir):
-    app = make_app(tmp_path / "home", steps=2, data=small_corpus_dir)
+    app = make_app(tmp_path / "home", steps=1, data=small_corpus_dir)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("t")
         await wait_for(pilot, lambda: app.view.run_id == 1, what="run 1")
