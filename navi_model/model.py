@@ -24,6 +24,13 @@ class EncoderConfig:
     n_layers: int = 2
     n_heads: int = 4
     rope_base: float = 10000.0
+    # read A-Z as a-z: case never changes what a request means, and a model that sees case has to
+    # learn every word twice (it failed "BUILD PLZ" after learning "build pls")
+    fold_case: bool = False
+    # hashed byte n-grams (2, 3 and 4 bytes ending at each position) added to the byte's embedding,
+    # in a table of this many rows (0: bytes only). A word's pieces then carry meaning from the first
+    # layer, as fastText's do, and one typo changes a few n-grams instead of the whole reading
+    ngram_buckets: int = 0
 
 
 class RMSNorm(nn.Module):
@@ -129,6 +136,22 @@ def compile_blocks(model: nn.Module) -> int:
     return len(blocks)
 
 
+NGRAM_ORDERS = (2, 3, 4)
+
+
+def hashed_ngrams(ids: torch.Tensor, buckets: int) -> list[torch.Tensor]:
+    """(B, T) byte ids -> per order of NGRAM_ORDERS, (B, T) rows of a table of `buckets`: the hash
+    of the n bytes ending at each position. A left pad reads as byte 0, so a text's first n-grams
+    are marked as its start; no vocabulary is built or shipped."""
+    T = ids.shape[1]
+    h, rows = ids, []
+    for order in NGRAM_ORDERS:
+        earlier = F.pad(ids, (order - 1, 0))[:, :T]  # the byte order-1 places back, 0 before the text
+        h = h * 257 + earlier
+        rows.append((h + order * 7919) % buckets)  # each order at its own offset: "ab" and "\0ab" land apart
+    return rows
+
+
 class Encoder(nn.Module):
     """Bidirectional encoder over LEFT-padded bytes; returns per-position states and a pooled vector.
 
@@ -140,6 +163,11 @@ class Encoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.ngram = nn.Embedding(cfg.ngram_buckets, cfg.d_model) if cfg.ngram_buckets else None
+        fold = torch.arange(cfg.vocab_size)
+        if cfg.fold_case:
+            fold[ord("A"):ord("Z") + 1] += ord("a") - ord("A")
+        self.register_buffer("fold", fold, persistent=False)
         self.blocks = nn.ModuleList(Block(cfg.d_model, cfg.n_heads) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model)
         cos, sin = rotary_tables(cfg.seq_len, cfg.d_model // cfg.n_heads, cfg.rope_base)
@@ -151,13 +179,22 @@ class Encoder(nn.Module):
         cos, sin = self.rope_cos[:T], self.rope_sin[:T]
         # (B, 1, 1, T): every query may attend to every real key, none to a pad
         key_mask = valid[:, None, None, :]
-        x = self.embed(ids)
+        x = self.embed_bytes(ids)
         for block in self.blocks:
             x = block(x, cos, sin, attn_mask=key_mask)
         x = self.norm(x)  # (B, T, C)
         w = valid.unsqueeze(-1).to(x.dtype)
         pooled = (x * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)  # (B, C)
         return x, pooled
+
+    def embed_bytes(self, ids: torch.Tensor) -> torch.Tensor:
+        """Each (case-folded) byte's embedding, plus its hashed n-grams' when the config has a table."""
+        ids = self.fold[ids]
+        x = self.embed(ids)
+        if self.ngram is not None:
+            for rows in hashed_ngrams(ids, self.cfg.ngram_buckets):
+                x = x + self.ngram(rows)
+        return x
 
 
 class PolicyModel(nn.Module):

@@ -1,0 +1,136 @@
+"""Diagnostic: how well the policy and the planner generalise, per variant of the model and the data.
+
+Trains the policy (and the planner, warm from it) of a profile on a corpus, as `train` does, with
+overrides, and prints each bench's score: seen (trained cores under new wrappers), unseen (held-out
+cores) and wild (hand-written). No store, no talker: this isolates the two models whose benches
+measure understanding of a request.
+
+    python benchmarks/generalisation.py --profile tiny --variant base --variant fold+ngram --seeds 1337
+    # a variant is a '+'-joined list of overrides: fold, ngram (4093 buckets), ngramN (N buckets),
+    # noiseR (noise rate R), passesP (policy passes per goal), ppassesP (planner's), dD (d_model),
+    # lN (layers), lrX, wdX (weight decay)
+
+Prints one JSON line per (variant, seed) and a table at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from navi_model.assets import holdout_corpus_dir  # noqa: E402
+from navi_model.brain import build_brain_data, planned_steps, to_device  # noqa: E402
+from navi_model.config import Profile, get_profile  # noqa: E402
+from navi_model.corpus.load import load_corpus  # noqa: E402
+from navi_model.evaluate import run_intent_bench  # noqa: E402
+from navi_model.model import PolicyModel  # noqa: E402
+from navi_model.planner import PlannerModel, run_plan_bench, train_planner  # noqa: E402
+from navi_model.train import train_policy  # noqa: E402
+
+
+def apply_variant(profile: Profile, variant: str, seed: int) -> Profile:
+    enc, pt, plt = {}, {"seed": seed}, {"seed": seed}
+    for part in filter(None, variant.split("+")):
+        if part == "base":
+            continue
+        elif part == "fold":
+            enc["fold_case"] = True
+        elif part.startswith("ngram"):
+            enc["ngram_buckets"] = int(part[5:] or 4093)
+        elif part.startswith("noise"):
+            pt["noise_rate"] = plt["noise_rate"] = float(part[5:])
+        elif part.startswith("ppasses"):
+            plt["passes_per_goal"] = float(part[7:])
+        elif part.startswith("passes"):
+            pt["passes_per_goal"] = float(part[6:])
+        elif part.startswith("d"):
+            enc["d_model"] = int(part[1:])
+        elif part.startswith("l") and part[1:].isdigit():
+            enc["n_layers"] = int(part[1:])
+        elif part.startswith("lr"):
+            pt["lr"] = plt["lr"] = float(part[2:])
+        elif part.startswith("wd"):
+            pt["weight_decay"] = plt["weight_decay"] = float(part[2:])
+        else:
+            raise SystemExit(f"unknown variant part {part!r}")
+    return replace(profile, policy=replace(profile.policy, **enc),
+                   planner=replace(profile.planner, encoder=replace(profile.planner.encoder, **enc)),
+                   policy_train=replace(profile.policy_train, **pt),
+                   planner_train=replace(profile.planner_train, **plt))
+
+
+def score(items: list[dict]) -> float:
+    return sum(it["correct"] for it in items) / max(1, len(items))
+
+
+def run(corpus, profile: Profile, device: torch.device, planner_too: bool) -> dict:
+    t0 = time.perf_counter()
+    data = build_brain_data(corpus, profile)
+    steps = planned_steps(corpus, profile)
+    quiet = lambda event: None  # noqa: E731
+    torch.manual_seed(profile.policy_train.seed)
+    policy = PolicyModel(profile.policy, len(corpus.intents))
+    train_policy(policy, to_device(data.policy, device), profile.policy_train, steps=steps["policy"],
+                 device=device, emit=quiet)
+    out = {"policy_steps": steps["policy"], "policy_s": round(time.perf_counter() - t0, 1)}
+    misses = {}
+    for name in ("policy", "paraphrase", "policy_unseen", "policy_wild"):
+        items = run_intent_bench(policy, corpus.benches[name], corpus.intent_names, device)
+        out[name] = round(score(items), 3)
+        misses[name] = [(it["goal"], it["predicted"], it["expected"]) for it in items if not it["correct"]][:12]
+    if planner_too:
+        torch.manual_seed(profile.planner_train.seed)
+        planner = PlannerModel(profile.planner, data.vocab.size)
+        planner.encoder.load_state_dict(policy.encoder.state_dict())
+        train_planner(planner, to_device(data.plan, device), profile.planner_train, steps=steps["planner"],
+                      device=device, emit=quiet, vocab=data.vocab)
+        for name in ("plan_seen", "plan", "plan_wild"):
+            items = run_plan_bench(planner, corpus.benches[name], data.vocab, device)
+            out[name] = round(score(items), 3)
+            misses[name] = [(it["goal"], it["predicted"]) for it in items if not it["correct"]][:8]
+        out["planner_steps"] = steps["planner"]
+    out["total_s"] = round(time.perf_counter() - t0, 1)
+    out["misses"] = misses
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--profile", default="tiny")
+    ap.add_argument("--data", type=Path, default=holdout_corpus_dir())
+    ap.add_argument("--variant", action="append", default=[])
+    ap.add_argument("--seeds", default="1337")
+    ap.add_argument("--no-planner", action="store_true")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    corpus = load_corpus(args.data)
+    device = torch.device(args.device)
+    rows = []
+    for variant in args.variant or ["base"]:
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            profile = apply_variant(get_profile(args.profile), variant, seed)
+            r = {"profile": args.profile, "variant": variant, "seed": seed,
+                 **run(corpus, profile, device, not args.no_planner)}
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+            if args.out:
+                with args.out.open("a") as f:
+                    f.write(json.dumps(r) + "\n")
+    cols = ["policy", "paraphrase", "policy_unseen", "policy_wild", "plan_seen", "plan", "plan_wild", "total_s"]
+    print(f"{'variant':34} {'seed':>5} " + " ".join(f"{c[:13]:>13}" for c in cols))
+    for r in rows:
+        print(f"{r['variant']:34} {r['seed']:>5} " + " ".join(f"{r.get(c, float('nan')):>13}" for c in cols))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
