@@ -8,7 +8,8 @@ measure understanding of a request.
     python benchmarks/generalisation.py --profile tiny --variant base --variant fold+ngram --seeds 1337
     # a variant is a '+'-joined list of overrides: fold, ngram (4093 buckets), ngramN (N buckets),
     # noiseR (noise rate R), passesP (policy passes per goal), ppassesP (planner's), dD (d_model),
-    # lN (layers), lrX, wdX (weight decay)
+    # lN (layers), lrX, wdX (weight decay), composeX (X times the corpus's composites made from
+    # single goals, navi_model/compose.py), pfreeze (the planner's warm encoder frozen)
 
 Prints one JSON line per (variant, seed) and a table at the end.
 """
@@ -20,6 +21,7 @@ import json
 import sys
 import time
 from dataclasses import replace
+from dataclasses import replace as dc_replace
 from pathlib import Path
 
 import torch
@@ -27,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from navi_model.assets import holdout_corpus_dir  # noqa: E402
+from navi_model.compose import composed_plans  # noqa: E402
 from navi_model.brain import build_brain_data, planned_steps, to_device  # noqa: E402
 from navi_model.config import Profile, get_profile  # noqa: E402
 from navi_model.corpus.load import load_corpus  # noqa: E402
@@ -36,11 +39,16 @@ from navi_model.planner import PlannerModel, run_plan_bench, train_planner  # no
 from navi_model.train import train_policy  # noqa: E402
 
 
-def apply_variant(profile: Profile, variant: str, seed: int) -> Profile:
+def apply_variant(profile: Profile, variant: str, seed: int) -> tuple[Profile, dict]:
     enc, pt, plt = {}, {"seed": seed}, {"seed": seed}
+    extra = {"compose": 0.0, "pfreeze": False}
     for part in filter(None, variant.split("+")):
         if part == "base":
             continue
+        elif part.startswith("compose"):
+            extra["compose"] = float(part[7:] or 1.0)
+        elif part == "pfreeze":
+            extra["pfreeze"] = True
         elif part == "fold":
             enc["fold_case"] = True
         elif part.startswith("ngram"):
@@ -64,15 +72,20 @@ def apply_variant(profile: Profile, variant: str, seed: int) -> Profile:
     return replace(profile, policy=replace(profile.policy, **enc),
                    planner=replace(profile.planner, encoder=replace(profile.planner.encoder, **enc)),
                    policy_train=replace(profile.policy_train, **pt),
-                   planner_train=replace(profile.planner_train, **plt))
+                   planner_train=replace(profile.planner_train, **plt)), extra
 
 
 def score(items: list[dict]) -> float:
     return sum(it["correct"] for it in items) / max(1, len(items))
 
 
-def run(corpus, profile: Profile, device: torch.device, planner_too: bool) -> dict:
+def run(corpus, profile: Profile, device: torch.device, planner_too: bool, extra: dict) -> dict:
     t0 = time.perf_counter()
+    if extra["compose"]:
+        actions = {i.name for i in corpus.intents if i.action}
+        made = composed_plans(corpus.goals, actions, int(extra["compose"] * len(corpus.plans)),
+                              profile.planner_train.seed, profile.planner.encoder.seq_len)
+        corpus = dc_replace(corpus, plans=corpus.plans + made)
     data = build_brain_data(corpus, profile)
     steps = planned_steps(corpus, profile)
     quiet = lambda event: None  # noqa: E731
@@ -90,6 +103,8 @@ def run(corpus, profile: Profile, device: torch.device, planner_too: bool) -> di
         torch.manual_seed(profile.planner_train.seed)
         planner = PlannerModel(profile.planner, data.vocab.size)
         planner.encoder.load_state_dict(policy.encoder.state_dict())
+        if extra["pfreeze"]:
+            planner.encoder.requires_grad_(False)
         train_planner(planner, to_device(data.plan, device), profile.planner_train, steps=steps["planner"],
                       device=device, emit=quiet, vocab=data.vocab)
         for name in ("plan_seen", "plan", "plan_wild"):
@@ -117,9 +132,9 @@ def main() -> int:
     rows = []
     for variant in args.variant or ["base"]:
         for seed in [int(s) for s in args.seeds.split(",")]:
-            profile = apply_variant(get_profile(args.profile), variant, seed)
+            profile, extra = apply_variant(get_profile(args.profile), variant, seed)
             r = {"profile": args.profile, "variant": variant, "seed": seed,
-                 **run(corpus, profile, device, not args.no_planner)}
+                 **run(corpus, profile, device, not args.no_planner, extra)}
             rows.append(r)
             print(json.dumps(r), flush=True)
             if args.out:

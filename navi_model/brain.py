@@ -110,6 +110,10 @@ def preflight(corpus: Corpus, profile: Profile) -> tuple[list[GateVerdict], Brai
         return gates, None
     data = build_brain_data(corpus, profile)
     gates += [padding_gate(data.policy, data.plan, data.talk), vocab_gate(data.policy, data.plan, data.talk, data.vocab.size)]
+    rates = {"policy": profile.policy_train.noise_rate, "planner": profile.planner_train.noise_rate,
+             "talker": profile.talker_train.noise_rate}
+    if any(r > 0 for r in rates.values()):  # a profile without noise has nothing to check here
+        gates.append(G.noise_share_gate(data.noisy_share, rates, profile.gates.min_noise_share_ratio))
     return gates, data
 
 

@@ -172,9 +172,26 @@ def constant_metric_gate(values: dict[str, float], config: str, earlier: list[tu
     return gate("constant_metric", float(len(repeats)), 0.0, "<=", summary, repeats)
 
 
+def noise_share_gate(shares: dict[str, float], rates: dict[str, float], min_ratio: float) -> GateVerdict:
+    """Per model, the share of training rows that are noisy copies against the share its noise_rate
+    asks for (rate / (1 + rate): copies sit beside the clean rows). The value is the lowest ratio over
+    the models that ask for noise: noise the profile asks for and the data does not have fails."""
+    ratios = {m: shares.get(m, 0.0) / (r / (1.0 + r)) for m, r in rates.items() if r > 0}
+    if not ratios:
+        return gate("noise_share", None, min_ratio, ">=", "no model asks for noise (noise_rate 0): n/a")
+    worst = min(ratios, key=ratios.get)
+    summary = ", ".join(f"{m} {shares.get(m, 0.0):.1%} of rows at rate {rates[m]:g}" for m in ratios)
+    return gate("noise_share", ratios[worst], min_ratio, ">=", f"lowest {worst}; {summary}", ratios)
+
+
 def not_run(name: str, threshold: float, op: str, why: str) -> GateVerdict:
     """A gate whose measurement never happened (the run stopped first): it fails."""
     return gate(name, None, threshold, op, f"not measured: {why}")
+
+
+def renamed(g: GateVerdict, name: str) -> GateVerdict:
+    """The same verdict under another name (a gate measured on a second bench of its kind)."""
+    return GateVerdict(name, g.value, g.threshold, g.op, g.passed, g.summary, g.detail)
 
 
 def all_passed(gates: list[GateVerdict]) -> bool:

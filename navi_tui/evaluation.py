@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from navi_model import bench_gates
 from navi_model import gates as G
 from navi_model.brain import MODELS
 from navi_model.config import GateThresholds, get_profile
@@ -89,11 +90,18 @@ def evaluate_run(store: Store, *, run_id: int | None, checkpoint_id: int | None,
 
     if bench_files:
         benches = [(f"[{Path(p).name}]", load_bench(p, intents)) for p in bench_files]
+        bundled: dict[str, str] = {}  # bench path -> its bundled name: none here, each file is judged alone
+        present: set[str] = set()
     else:
         data = Path(config.get("data", ""))
-        # the four required benches; the optional ones (unseen, seen, wild) are not wired to gates yet
-        benches = [("", load_bench(data / BUNDLED_BENCHES[k][0], intents, BUNDLED_BENCHES[k][1]))
-                   for k in REQUIRED_BENCHES if BENCH_MODEL[BUNDLED_BENCHES[k][1]] in ckpts]
+        # the run's corpus's benches, the optional ones (unseen, seen, wild) where the folder has them,
+        # judged as train judged them (navi_model/bench_gates.py)
+        names = [k for k in BUNDLED_BENCHES if k in REQUIRED_BENCHES or (data / BUNDLED_BENCHES[k][0]).exists()]
+        loaded = {k: load_bench(data / BUNDLED_BENCHES[k][0], intents, BUNDLED_BENCHES[k][1]) for k in names}
+        present = set(loaded)
+        loaded = {k: b for k, b in loaded.items() if BENCH_MODEL[b.kind] in ckpts}
+        benches = [("", b) for b in loaded.values()]
+        bundled = {str(b.path): k for k, b in loaded.items()}
     for _, bench in benches:
         model = BENCH_MODEL[bench.kind]
         if model not in ckpts:
@@ -104,10 +112,12 @@ def evaluate_run(store: Store, *, run_id: int | None, checkpoint_id: int | None,
     gates_by_model: dict[str, list[GateVerdict]] = {}
     items: dict[str, list[dict]] = {}
     gallery_rows: list[dict] = []
+    judged: dict[str, dict[str, list[dict]]] = {}  # model -> bundled bench name -> rows, judged together below
     for suffix, bench in benches:
         m = BENCH_MODEL[bench.kind]
         if m not in models:
             models[m] = _load(m, payloads[m], device)
+        name = bundled.get(str(bench.path))
         label = f"{bench.kind}_bench{suffix}" if bench.kind != "gallery" else f"gallery{suffix}"
         if bench.kind in ("policy", "paraphrase"):
             names = [i["name"] for i in payloads["policy"]["intents"]]
@@ -117,6 +127,12 @@ def evaluate_run(store: Store, *, run_id: int | None, checkpoint_id: int | None,
             planner, vocab = models[m]
             rows = run_plan_bench(planner, bench, vocab, device)
             new = [G.bench_gate(label, rows, th.plan_bench)]
+        elif name == "gallery_wild":  # the hand-written prompts: the gallery's gates, named as train names them
+            talker = models[m]
+            check_gallery_bench(talker, bench)
+            rows = run_gallery(talker, bench.items, device)
+            label = "gallery_wild"
+            new = [G.renamed(g, g.name + "_wild") for g in G.gallery_gates(gallery_summary(rows), rows, th)]
         else:
             talker = models[m]
             check_gallery_bench(talker, bench)  # a text it cannot take whole: exit 2 naming the line
@@ -127,9 +143,15 @@ def evaluate_run(store: Store, *, run_id: int | None, checkpoint_id: int | None,
                    G.concept_sim_gate(concept_similarity(talker, [it["prompt"] for it in bench.items], device),
                                       th.max_concept_sim),
                    G.prefix_use_gate(true_loss, shuffled_loss, th.min_prefix_use)]
-            new = [GateVerdict(g.name + suffix, g.value, g.threshold, g.op, g.passed, g.summary, g.detail) for g in new]
+            new = [G.renamed(g, g.name + suffix) for g in new]
+        if name in bench_gates.BENCH_GATES:  # a bundled intent or plan bench: judged with its model's others
+            label = bench_gates.BENCH_GATES[name][0]
+            judged.setdefault(m, {})[name] = rows
+            new = []
         items[label] = rows
         gates_by_model.setdefault(m, []).extend(new)
+    for m, results in judged.items():
+        gates_by_model[m] = bench_gates.judge(results, present, th) + gates_by_model[m]
 
     for m, gates in gates_by_model.items():
         store.add_evals(run["id"], ckpts[m]["id"], [eval_row(g, command="eval") for g in gates])

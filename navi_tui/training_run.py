@@ -21,6 +21,7 @@ from typing import Callable, TextIO
 
 import torch
 
+from navi_model import bench_gates
 from navi_model import gates as G
 from navi_model.config import Profile
 from navi_model.control import TrainingControl
@@ -32,7 +33,8 @@ from navi_model.events import EmitFn, Event, LogLine, MetricsLogged
 from navi_model.gates import GateVerdict, all_passed
 from navi_model.model import PolicyModel, count_params
 from navi_model.planner import PlannerModel, run_plan_bench, teacher_forced_accuracy, train_planner
-from navi_model.talker import TalkerModel, concept_similarity, gallery_summary, prefix_use, train_talker
+from navi_model.talker import (TalkerModel, concept_similarity, gallery_summary, prefix_use, run_gallery,
+                               train_talker)
 from navi_model.train import train_policy
 
 from store import DiskError, StoreWriter
@@ -284,6 +286,9 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
     run_config = training_config(store.get_run(run_id)["config_json"])
     # the other ranks train only if rank 0 does (its preflight is the one judged)
     ranks.broadcast_ints([run_id, int(all_passed(preflight))])
+    if cpu_data is not None:  # the share of noisy copies each model trains on: a metric of the run
+        for model, share in cpu_data.noisy_share.items():
+            writer.metrics(run_id, 0, model, {"noisy_share": share})
     if not all_passed(preflight):
         # a truncated corpus or a broken gradient is not worth a single step (M-008, M-032)
         return finish("completed")
@@ -308,10 +313,10 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
                          control=control, checkpoint_extra=extra, resume=start_from.get("policy"), ranks=ranks)
     steps_done["policy"], final_losses["policy"] = r.steps, r.final_loss
     gates = [G.coverage_gate("coverage_policy", r.coverage_min, r.coverage_mean, th.min_coverage)]
-    for kind in ("policy", "paraphrase"):
-        items = run_intent_bench(policy, corpus.benches[kind], corpus.intent_names, device)
-        gates.append(G.bench_gate(f"{kind}_bench", items, getattr(th, f"{kind}_bench")))
-    gates_by_model["policy"] = gates
+    present = set(corpus.benches)
+    results = {b: run_intent_bench(policy, corpus.benches[b], corpus.intent_names, device)
+               for b in bench_gates.POLICY_BENCHES if b in present}
+    gates_by_model["policy"] = gates + bench_gates.judge(results, present, th)
     record("policy")
 
     # planner: goal -> STEP a STEP b ... EOS, its encoder warm from the policy's
@@ -328,14 +333,15 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
                                vocab=vocab, control=control, checkpoint_extra={"profile": profile.name},
                                resume=start_from.get("planner"), ranks=ranks)
         steps_done["planner"], final_losses["planner"] = pr.steps, pr.final_loss
-        items = run_plan_bench(planner, corpus.benches["plan"], vocab, device)
+        results = {b: run_plan_bench(planner, corpus.benches[b], vocab, device)
+                   for b in bench_gates.PLAN_BENCHES if b in present}
         # teacher-forced accuracy is reported beside the bench, never instead of it (M-014)
         writer.metrics(run_id, pr.steps, "planner",
                        {"plan_tf_acc": teacher_forced_accuracy(planner, corpus.benches["plan"], vocab, device)})
         gates_by_model["planner"] = [
             G.coverage_gate("coverage_planner", pr.coverage_min, pr.coverage_mean, th.min_coverage),
             G.class_share_gate(pr.class_stats, th.max_class_share),
-            G.bench_gate("plan_bench", items, th.plan_bench),
+            *bench_gates.judge(results, present, th),
         ]
         record("planner")
 
@@ -359,6 +365,11 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
     true_loss, shuffled_loss = prefix_use(talker, gallery, device)
     writer.metrics(run_id, steps_done["talker"], "talker", {"concept_sim": sim, "prefix_true_loss": true_loss,
                                                             "prefix_shuffled_loss": shuffled_loss, **final})
+    wild_gates = []
+    if "gallery_wild" in corpus.benches:  # hand-written prompts: the same gallery gates, named _wild
+        wild = corpus.benches["gallery_wild"].items
+        wild_rows = run_gallery(talker, wild, device)
+        wild_gates = [G.renamed(g, g.name + "_wild") for g in G.gallery_gates(gallery_summary(wild_rows), wild_rows, th)]
     gates_by_model["talker"] = [
         G.coverage_gate("coverage_talker", tr.coverage_min, tr.coverage_mean, th.min_coverage),
         G.memory_prefix_gate(tr.memory_share, th.min_memory_share),
@@ -367,6 +378,7 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
         G.prefix_use_gate(true_loss, shuffled_loss, th.min_prefix_use),
         G.da_regression_gate(tr.pre_da, tr.pre_da if tr.post_da is None or tr.rolled_back else final,
                              tr.rolled_back, th.max_da_regression),
+        *wild_gates,
     ]
     return finish("stopped" if tr.stopped or stopped() else "completed")
 
