@@ -110,6 +110,11 @@ def run(corpus, profile: Profile, device: torch.device, planner_too: bool, extra
         for name in ("plan_seen", "plan", "plan_wild"):
             items = run_plan_bench(planner, corpus.benches[name], data.vocab, device)
             out[name] = round(score(items), 3)
+            # where a plan goes wrong: its length (a step dropped or added), or a step's intent
+            right_len = [it for it in items if len(it["predicted"]) == len(it["expected"])]
+            out[f"{name}_len"] = round(len(right_len) / max(1, len(items)), 3)
+            steps = [(a == b) for it in right_len for a, b in zip(it["predicted"], it["expected"]) if b not in ("STEP", "EOS")]
+            out[f"{name}_step"] = round(sum(steps) / max(1, len(steps)), 3)
             misses[name] = [(it["goal"], it["predicted"]) for it in items if not it["correct"]][:8]
         out["planner_steps"] = steps["planner"]
     out["total_s"] = round(time.perf_counter() - t0, 1)
@@ -140,7 +145,8 @@ def main() -> int:
             if args.out:
                 with args.out.open("a") as f:
                     f.write(json.dumps(r) + "\n")
-    cols = ["policy", "paraphrase", "policy_unseen", "policy_wild", "plan_seen", "plan", "plan_wild", "total_s"]
+    cols = ["policy", "paraphrase", "policy_unseen", "policy_wild", "plan_seen", "plan", "plan_len", "plan_step",
+            "plan_wild", "plan_wild_len", "plan_wild_step", "total_s"]
     print(f"{'variant':34} {'seed':>5} " + " ".join(f"{c[:13]:>13}" for c in cols))
     for r in rows:
         print(f"{r['variant']:34} {r['seed']:>5} " + " ".join(f"{r.get(c, float('nan')):>13}" for c in cols))

@@ -76,12 +76,17 @@ def _nbytes(text: str) -> int:
 def truncation_gates(corpus: Corpus, profile: Profile) -> list[GateVerdict]:
     """Everything each model reads or is judged on against its context (M-008)."""
     t = profile.gates.max_truncated
-    goals = [g["goal"] for g in corpus.goals] + [it["goal"] for k in ("policy", "paraphrase") for it in corpus.benches[k].items]
+    # every bench the corpus has, the optional ones (unseen, seen, wild) included: a text that does
+    # not fit would otherwise be found only after training, when its bench runs
+    by_kind: dict[str, list[dict]] = {}
+    for bench in corpus.benches.values():
+        by_kind.setdefault(bench.kind, []).extend(bench.items)
+    goals = [g["goal"] for g in corpus.goals] + [it["goal"] for k in ("policy", "paraphrase") for it in by_kind.get(k, [])]
     policy = [(g, _nbytes(g), profile.policy.seq_len) for g in goals]
 
     plan_len = profile.planner.plan_len + 1  # inputs and targets share one sequence one longer than the inputs
     planner = []
-    for p in corpus.plans + corpus.benches["plan"].items:
+    for p in corpus.plans + by_kind.get("plan", []):
         planner.append((p["goal"], _nbytes(p["goal"]), profile.planner.encoder.seq_len))
         planner.append((" ".join(p["plan"]), 2 * len(p["plan"]) + 2, plan_len))  # BOS (STEP a)* EOS
 
@@ -91,7 +96,7 @@ def truncation_gates(corpus: Corpus, profile: Profile) -> list[GateVerdict]:
         mem = memory_text(d["prompt"], d["response"])
         talker += [(d["prompt"], _nbytes(d["prompt"]), T), (d["response"], _nbytes(d["response"]) + 2, R),
                    (mem, _nbytes(mem), T)]
-    for it in corpus.benches["gallery"].items:
+    for it in by_kind.get("gallery", []):
         talker += [(it["prompt"], _nbytes(it["prompt"]), T), (it["reference"], _nbytes(it["reference"]) + 2, R)]
         talker += [(m, _nbytes(m), T) for m in (memory_text(x["prompt"], x["response"]) for x in it["memory"])]
     return [G.truncation_gate("truncation_policy", policy, t), G.truncation_gate("truncation_planner", planner, t),

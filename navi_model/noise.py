@@ -113,7 +113,7 @@ def noisy_variant(text: str, rng: random.Random, max_bytes: int | None = None) -
 
 
 def augment(rows: list[dict], key: str, rate: float, seed: int, max_bytes: int | None = None) -> list[dict]:
-    """rows plus a noisy copy of about `rate` of them (row[key] noised), each copy after the clean rows.
+    """rows plus a noisy copy of `rate` of them (row[key] noised), each copy after the clean rows.
 
     A copy keeps every other field and names its clean text under "source", which coverage counts
     it as. rate 0 returns rows unchanged."""
@@ -121,12 +121,18 @@ def augment(rows: list[dict], key: str, rate: float, seed: int, max_bytes: int |
         return rows
     rng = random.Random(seed)
     extra = []
-    for row in rows:
-        if rng.random() < rate:
-            text = noisy_variant(row[key], rng, max_bytes)
-            if text is not None:
-                extra.append({**row, key: text, "source": row.get("source", row[key])})
+    for i in _chosen(len(rows), rate, rng):
+        row = rows[i]
+        text = noisy_variant(row[key], rng, max_bytes)
+        if text is not None:
+            extra.append({**row, key: text, "source": row.get("source", row[key])})
     return rows + extra
+
+
+def _chosen(n: int, rate: float, rng: random.Random) -> list[int]:
+    """Exactly round(rate * n) of n indices, seeded, in order: the share is the rate on any corpus
+    size, so the noise_share gate measures lost copies, not the luck of a coin per row."""
+    return sorted(rng.sample(range(n), min(n, round(rate * n))))
 
 
 def noisy_share(rows: list[dict], key: str) -> float:
@@ -136,7 +142,7 @@ def noisy_share(rows: list[dict], key: str) -> float:
 
 def augment_conversations(rows: list[dict], rate: float, seed: int,
                           fits: Callable[[dict], bool] | None = None) -> list[dict]:
-    """Dialogue rows plus a noisy copy of about `rate` of the conversations, appended whole (a turn's
+    """Dialogue rows plus a noisy copy of `rate` of the conversations, appended whole (a turn's
     memory is found by position, so a conversation's turns stay together and in order)."""
     if rate <= 0:
         return rows
@@ -145,11 +151,11 @@ def augment_conversations(rows: list[dict], rate: float, seed: int,
     for row in rows:
         by_conversation.setdefault(row["conversation"], []).append(row)
     extra = []
-    for conversation, turns in by_conversation.items():
-        if rng.random() < rate:
-            for turn in turns:
-                text = noisy_variant(turn["prompt"], rng) or turn["prompt"]
-                noisy = {**turn, "conversation": f"{conversation}~noisy", "prompt": text,
-                         "source": turn.get("source", turn["prompt"])}
-                extra.append(noisy if fits is None or fits(noisy) else {**noisy, "prompt": turn["prompt"]})
+    names = list(by_conversation)
+    for conversation in (names[i] for i in _chosen(len(names), rate, rng)):
+        for turn in by_conversation[conversation]:
+            text = noisy_variant(turn["prompt"], rng) or turn["prompt"]
+            noisy = {**turn, "conversation": f"{conversation}~noisy", "prompt": text,
+                     "source": turn.get("source", turn["prompt"])}
+            extra.append(noisy if fits is None or fits(noisy) else {**noisy, "prompt": turn["prompt"]})
     return rows + extra

@@ -74,7 +74,7 @@ def test_a_killed_trainer_loses_no_row_is_marked_crashed_and_resumes_to_the_same
     if kill == "policy_kill":  # a chain: run K killed, its resume K' killed, K' resumed to the verdict
         assert trial.first is not None and trial.first.status_after == "crashed" and trial.first.due > 0
         assert H.run_row(setup.home, trial.run_id)["resumed_from"] == trial.first.run_id
-    assert set(trial.gates) == set(reference.gates) and len(reference.gates) == 23
+    assert set(trial.gates) == set(reference.gates) and len(reference.gates) == 24
     if trial.second is not None:
         assert trial.second[0] == 2 and "one trainer per run" in trial.second[1]
 

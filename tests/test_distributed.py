@@ -92,7 +92,7 @@ def test_nproc_2_trains_to_its_verdict_with_rank_0_alone_writing_the_store(ddp_r
         assert proc.returncode == 1, proc.stderr[-3000:]
         losses = store.metrics(run["id"], "loss")
         assert {m["phase"] for m in losses} == {"policy", "planner", "sft", "da"}
-        assert len({e["gate"] for e in store.evals(run["id"])}) == 23
+        assert len({e["gate"] for e in store.evals(run["id"])}) == 24
         assert {c["model"] for c in store.checkpoints(run["id"])} == {"policy", "planner", "talker"}
         # each gate once: judged on rank 0 alone
         gates = [e["gate"] for e in store.evals(run["id"])]
