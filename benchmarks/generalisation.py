@@ -113,8 +113,8 @@ def run(corpus, profile: Profile, device: torch.device, planner_too: bool, extra
             # where a plan goes wrong: its length (a step dropped or added), or a step's intent
             right_len = [it for it in items if len(it["predicted"]) == len(it["expected"])]
             out[f"{name}_len"] = round(len(right_len) / max(1, len(items)), 3)
-            steps = [(a == b) for it in right_len for a, b in zip(it["predicted"], it["expected"]) if b not in ("STEP", "EOS")]
-            out[f"{name}_step"] = round(sum(steps) / max(1, len(steps)), 3)
+            hits = [(a == b) for it in right_len for a, b in zip(it["predicted"], it["expected"]) if b not in ("STEP", "EOS")]
+            out[f"{name}_step"] = round(sum(hits) / max(1, len(hits)), 3)
             misses[name] = [(it["goal"], it["predicted"]) for it in items if not it["correct"]][:8]
         out["planner_steps"] = steps["planner"]
     out["total_s"] = round(time.perf_counter() - t0, 1)
