@@ -21,7 +21,6 @@ import json
 import sys
 import time
 from dataclasses import replace
-from dataclasses import replace as dc_replace
 from pathlib import Path
 
 import torch
@@ -29,7 +28,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from navi_model.assets import holdout_corpus_dir  # noqa: E402
-from navi_model.compose import composed_plans  # noqa: E402
 from navi_model.brain import build_brain_data, planned_steps, to_device  # noqa: E402
 from navi_model.config import Profile, get_profile  # noqa: E402
 from navi_model.corpus.load import load_corpus  # noqa: E402
@@ -41,12 +39,12 @@ from navi_model.train import train_policy  # noqa: E402
 
 def apply_variant(profile: Profile, variant: str, seed: int) -> tuple[Profile, dict]:
     enc, pt, plt = {}, {"seed": seed}, {"seed": seed}
-    extra = {"compose": 0.0, "pfreeze": False}
+    extra = {"pfreeze": False}
     for part in filter(None, variant.split("+")):
         if part == "base":
             continue
         elif part.startswith("compose"):
-            extra["compose"] = float(part[7:] or 1.0)
+            plt["composed_share"] = float(part[7:] or 1.0)
         elif part == "pfreeze":
             extra["pfreeze"] = True
         elif part == "fold":
@@ -81,11 +79,6 @@ def score(items: list[dict]) -> float:
 
 def run(corpus, profile: Profile, device: torch.device, planner_too: bool, extra: dict) -> dict:
     t0 = time.perf_counter()
-    if extra["compose"]:
-        actions = {i.name for i in corpus.intents if i.action}
-        made = composed_plans(corpus.goals, actions, int(extra["compose"] * len(corpus.plans)),
-                              profile.planner_train.seed, profile.planner.encoder.seq_len)
-        corpus = dc_replace(corpus, plans=corpus.plans + made)
     data = build_brain_data(corpus, profile)
     steps = planned_steps(corpus, profile)
     quiet = lambda event: None  # noqa: E731

@@ -13,6 +13,7 @@ import torch
 from navi_model import gates as G
 from navi_model.config import Profile
 from navi_model.corpus.load import Corpus
+from navi_model.compose import composed_plans
 from navi_model.data import PolicyData, build_policy_data
 from navi_model.gates import GateVerdict, all_passed
 from navi_model.noise import augment, augment_conversations, noisy_share
@@ -41,6 +42,15 @@ def to_device(data, device: torch.device):
                             if isinstance(getattr(data, f.name), torch.Tensor)})
 
 
+def planner_rows(corpus: Corpus, profile: Profile) -> list[dict]:
+    """The corpus's plans, then the composites the profile asks for (navi_model/compose.py)."""
+    cfg = profile.planner_train
+    actions = {i.name for i in corpus.intents if i.action}
+    made = composed_plans(corpus.goals, actions, round(cfg.composed_share * len(corpus.plans)), cfg.seed,
+                          profile.planner.encoder.seq_len)
+    return corpus.plans + made
+
+
 def noisy_rows(corpus: Corpus, profile: Profile) -> dict[str, list[dict]]:
     """Each model's training rows with their seeded noisy copies (navi_model/noise.py), which fit the
     model's context as the clean rows must (M-008)."""
@@ -52,7 +62,7 @@ def noisy_rows(corpus: Corpus, profile: Profile) -> dict[str, list[dict]]:
 
     return {
         "policy": augment(corpus.goals, "goal", p.noise_rate, p.seed, profile.policy.seq_len),
-        "planner": augment(corpus.plans, "goal", pl.noise_rate, pl.seed, profile.planner.encoder.seq_len),
+        "planner": augment(planner_rows(corpus, profile), "goal", pl.noise_rate, pl.seed, profile.planner.encoder.seq_len),
         "talker": augment_conversations(corpus.dialogues, t.noise_rate, t.seed, talker_fits),
     }
 
@@ -126,7 +136,7 @@ def planned_steps(corpus: Corpus, profile: Profile, steps: int | None = None) ->
     """Per model: --steps if given, else enough for every unique sample to be seen often enough (M-011)."""
     unique = {
         "policy": len({g["goal"] for g in corpus.goals}),
-        "planner": len({p["goal"] for p in corpus.plans}),
+        "planner": len({p["goal"] for p in planner_rows(corpus, profile)}),
         "talker": len({d["prompt"] for d in corpus.dialogues}),
     }
     cfgs = {"policy": profile.policy_train, "planner": profile.planner_train, "talker": profile.talker_train}

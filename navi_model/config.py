@@ -33,6 +33,9 @@ class TrainConfig:
     # share of training inputs that get a noisy copy beside them (case, typo, spacing, punctuation:
     # navi_model/noise.py), decided once from the seed; the models read bytes, people type noise
     noise_rate: float = 0.0
+    # the planner only: composites joined from the corpus's single-step goals (navi_model/compose.py),
+    # this many per plan of the corpus, seeded; each step then comes in every phrasing the policy sees
+    composed_share: float = 0.0
 
 
 @dataclass
