@@ -172,7 +172,7 @@ def cmd_train(args, resume=None) -> int:
     from navi_model.distributed import ONE_PROCESS, Ranks, launched_by_torchrun
     from navi_tui.report import ProgressPrinter, print_gate_table
     from navi_model.brain import planned_steps
-    from navi_tui.distributed_run import batch_split_error, launch, launch_id
+    from navi_tui.distributed_run import batch_split_error, launch, launch_id, record_rank_failure
     from navi_tui.training_run import train_run
 
     if args.steps is not None and args.steps < 1:
@@ -224,6 +224,12 @@ def cmd_train(args, resume=None) -> int:
         try:
             train_run(corpus, profile, home=resolve_home(args.home), device=device, steps=args.steps,
                       control=control, out=sys.stdout, resume=resume, ranks=ranks, launch_id=launch_id())
+        except BaseException as e:
+            # recorded here, while the stop handler still holds SIGTERM: a rank fails when its peer
+            # dies, and torchrun's SIGTERM to the survivors follows at once; once the default
+            # handler is back it would kill this rank before worker_main could record why
+            record_rank_failure(resolve_home(args.home), ranks.rank, f"{type(e).__name__}: {e}", 1)
+            raise
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)

@@ -121,8 +121,13 @@ def worker_main(argv: list[str] | None = None) -> int:
 
 
 def _record_failure(argv, resolve_home, rank: int, message: str, code: int) -> None:
+    record_rank_failure(resolve_home(_home_arg(argv)), rank, message, code)
+
+
+def record_rank_failure(home: Path, rank: int, message: str, code: int) -> None:
+    """This rank's failure file for this launch (written again with the same words if it exists)."""
     try:
-        write_rank_failure(resolve_home(_home_arg(argv)), launch_id(), rank, message, code)
+        write_rank_failure(home, launch_id(), rank, message, code)
     except OSError as e:
         print(f"navi-tui: rank {rank}: could not record its failure: {e}", file=sys.stderr)
 

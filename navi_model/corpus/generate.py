@@ -170,7 +170,11 @@ def _goals(rng: random.Random, rules: Rules, seen: set[str]) -> dict[str, list[s
     for spec in INTENTS:
         cores = list(rules.train[spec.name])
         rng.shuffle(cores)
-        cores += spec.must_pass  # twice in each round: the must-pass cores need MUST_PASS_LINES clean lines
+        # the must-pass cores need MUST_PASS_LINES clean lines, and with 80 or more cores an intent's round
+        # is nearly GOALS_PER_INTENT lines long: each comes MUST_PASS_LINES times in a round, spread over it
+        step = len(cores) // MUST_PASS_LINES
+        for n in range(MUST_PASS_LINES - 1, 0, -1):
+            cores[n * step:n * step] = spec.must_pass
         lines: list[str] = []
         plain = {p: 0 for p in spec.must_pass}  # typo-free lines holding each must-pass core
         k = 0
