@@ -108,7 +108,7 @@ def trace_tensors(model: TalkerModel, items: list[dict], device, *, train: bool 
             key_mask = valid[:, None, None, :]
             # a leaf from the embedding on: every later stage gets a gradient even with a frozen
             # encoder; the gradient with respect to an activation does not depend on what precedes it
-            x = enc.embed(ids).detach().requires_grad_(True)
+            x = enc.embed_bytes(ids).detach().requires_grad_(True)
             stages = [("embedding", x, _masked_mean(x[:B], prompt_valid))]
             for i, block in enumerate(enc.blocks):
                 x = block(x, cos, sin, attn_mask=key_mask)

@@ -26,7 +26,7 @@ def corpus():
 def test_preflight_passes_on_the_bundled_corpus(corpus):
     gates, data = preflight(corpus, get_profile("tiny"))
     assert [g.name for g in gates] == ["truncation_policy", "truncation_planner", "truncation_talker", "grad_check",
-                                       "grad_flow", "padding", "vocab"]
+                                       "grad_flow", "padding", "vocab", "noise_share"]
     assert all(g.passed for g in gates) and data is not None
     assert gates[3].value < 1e-5  # float64 reaches ~1e-6
 

@@ -75,7 +75,7 @@ def test_short_run_is_recorded_whole(trained_home):
         gates = {e["gate"]: e for e in store.evals(run["id"])}
         assert set(gates) == {
             "truncation_policy", "truncation_planner", "truncation_talker", "grad_check", "grad_flow", "padding", "vocab",
-            "coverage_policy", "policy_bench",
+            "noise_share", "coverage_policy", "policy_bench",
             "paraphrase_bench", "coverage_planner", "class_share", "plan_bench", "coverage_talker", "memory_prefix",
             "gallery_quality", "gallery_exact", "gallery_diversity", "concept_sim", "prefix_use", "da_regression",
             "gpu_util", "constant_metric"}
@@ -367,8 +367,10 @@ def test_a_talker_that_maps_every_prompt_alike_fails_concept_sim_and_diagnose_fi
     with Store(home) as store:
         ckpt = store.latest_checkpoint(1, "talker")
         payload = load_checkpoint(store.checkpoint_path(ckpt), ckpt["sha256"])
-        emb = payload["model"]["encoder.embed.weight"]
-        payload["model"]["encoder.embed.weight"] = emb[65].expand_as(emb).clone()
+        for table in ("encoder.embed.weight", "encoder.ngram.weight"):  # bytes and their n-grams alike
+            if table in payload["model"]:
+                emb = payload["model"][table]
+                payload["model"][table] = emb[65].expand_as(emb).clone()
         path, sha = save_checkpoint(home, 1, "talker_planted", payload)
         planted = store.add_checkpoint(1, step=10**6, phase="planted", model="talker", path=path, sha256=sha)
     capsys.readouterr()

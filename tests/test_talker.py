@@ -147,7 +147,8 @@ def test_concept_sim_sees_a_collapsed_encoder(corpus):
     # plant M-031's failure: every byte embedded alike, so every prompt gives the same concept
     m = model()
     with torch.no_grad():
-        m.encoder.embed.weight.copy_(m.encoder.embed.weight[65].expand_as(m.encoder.embed.weight))
+        for table in filter(None, (m.encoder.embed, m.encoder.ngram)):  # bytes and their n-grams alike
+            table.weight.copy_(table.weight[65].expand_as(table.weight))
     prompts = [it["prompt"] for it in corpus.benches["gallery"].items]
     from navi_model.gates import concept_sim_gate
 
