@@ -10,14 +10,8 @@ from __future__ import annotations
 
 import random
 
+from navi_model.corpus.catalog import PAIR_JOINS, TRIPLE_JOINS  # the catalog's connectors
 from navi_model.vocab import text_bytes
-
-# how steps are joined: the catalog's connectors (navi_model/corpus/catalog.py), as templates
-PAIR_JOINS = ("{a} and {b}", "{a} and then {b}", "{a} then {b}", "{a}, then {b}", "{a}, {b}", "{a}; {b}",
-              "{a}, after that {b}", "{a} and after that {b}", "{a} followed by {b}", "first {a}, then {b}")
-TRIPLE_JOINS = ("{a}, {b} and {c}", "{a}, {b} and then {c}", "{a} then {b} then {c}", "{a}, then {b}, then {c}",
-                "{a}; {b}; {c}", "{a}, {b}, after that {c}", "{a} followed by {b} followed by {c}",
-                "first {a}, then {b}, then {c}", "{a} and {b} and then {c}", "{a}, {b}, {c}")
 
 
 def _step(text: str, rng: random.Random) -> str:
@@ -27,7 +21,7 @@ def _step(text: str, rng: random.Random) -> str:
 
 
 def composed_plans(goals: list[dict], actions: set[str], n: int, seed: int, max_bytes: int) -> list[dict]:
-    """n composites of 2 or 3 single-step goals of distinct action intents -> [{"goal", "plan", "source"}].
+    """n composites of 2 or 3 single-step goals of distinct action intents -> [{"goal", "plan", "composed"}].
 
     goals: [{"goal", "intent"}] (any intent; only actions become steps). Every composite fits
     max_bytes (the planner's context) and is marked "composed": made here, not read from the corpus.
