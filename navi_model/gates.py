@@ -194,5 +194,10 @@ def renamed(g: GateVerdict, name: str) -> GateVerdict:
     return GateVerdict(name, g.value, g.threshold, g.op, g.passed, g.summary, g.detail)
 
 
+def wild_gallery_gates(summary: dict[str, float], rows: list[dict], thresholds) -> list[GateVerdict]:
+    """The gallery's three gates on the hand-written prompts (gallery_wild.jsonl), named *_wild."""
+    return [renamed(g, g.name + "_wild") for g in gallery_gates(summary, rows, thresholds)]
+
+
 def all_passed(gates: list[GateVerdict]) -> bool:
     return bool(gates) and all(g.passed for g in gates)

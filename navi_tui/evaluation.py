@@ -89,8 +89,8 @@ def evaluate_run(store: Store, *, run_id: int | None, checkpoint_id: int | None,
     intents = _intents(store, run, payloads)
 
     if bench_files:
-        benches = [(f"[{Path(p).name}]", load_bench(p, intents)) for p in bench_files]
-        bundled: dict[str, str] = {}  # bench path -> its bundled name: none here, each file is judged alone
+        # (label suffix, bench, bundled name): a file of the user's has no bundled name, it is judged alone
+        benches = [(f"[{Path(p).name}]", load_bench(p, intents), None) for p in bench_files]
         present: set[str] = set()
     else:
         data = Path(config.get("data", ""))
@@ -100,9 +100,8 @@ def evaluate_run(store: Store, *, run_id: int | None, checkpoint_id: int | None,
         loaded = {k: load_bench(data / BUNDLED_BENCHES[k][0], intents, BUNDLED_BENCHES[k][1]) for k in names}
         present = set(loaded)
         loaded = {k: b for k, b in loaded.items() if BENCH_MODEL[b.kind] in ckpts}
-        benches = [("", b) for b in loaded.values()]
-        bundled = {str(b.path): k for k, b in loaded.items()}
-    for _, bench in benches:
+        benches = [("", b, k) for k, b in loaded.items()]
+    for _, bench, _ in benches:
         model = BENCH_MODEL[bench.kind]
         if model not in ckpts:
             what = f"checkpoint {checkpoint_id}" if checkpoint_id is not None else f"run {run['id']}"
@@ -113,12 +112,20 @@ def evaluate_run(store: Store, *, run_id: int | None, checkpoint_id: int | None,
     items: dict[str, list[dict]] = {}
     gallery_rows: list[dict] = []
     judged: dict[str, dict[str, list[dict]]] = {}  # model -> bundled bench name -> rows, judged together below
-    for suffix, bench in benches:
+    for suffix, bench, name in benches:
         m = BENCH_MODEL[bench.kind]
         if m not in models:
             models[m] = _load(m, payloads[m], device)
-        name = bundled.get(str(bench.path))
         label = f"{bench.kind}_bench{suffix}" if bench.kind != "gallery" else f"gallery{suffix}"
+        if name in bench_gates.BENCH_GATES:  # a bundled intent or plan bench: judged with its model's others
+            if bench.kind == "plan":
+                planner, vocab = models[m]
+                rows = run_plan_bench(planner, bench, vocab, device)
+            else:
+                rows = run_intent_bench(models[m], bench, [i["name"] for i in payloads["policy"]["intents"]], device)
+            judged.setdefault(m, {})[name] = items[bench_gates.BENCH_GATES[name][0]] = rows
+            gates_by_model.setdefault(m, [])  # the model keeps its place in the order gates are shown
+            continue
         if bench.kind in ("policy", "paraphrase"):
             names = [i["name"] for i in payloads["policy"]["intents"]]
             rows = run_intent_bench(models[m], bench, names, device)
@@ -132,7 +139,7 @@ def evaluate_run(store: Store, *, run_id: int | None, checkpoint_id: int | None,
             check_gallery_bench(talker, bench)
             rows = run_gallery(talker, bench.items, device)
             label = "gallery_wild"
-            new = [G.renamed(g, g.name + "_wild") for g in G.gallery_gates(gallery_summary(rows), rows, th)]
+            new = G.wild_gallery_gates(gallery_summary(rows), rows, th)
         else:
             talker = models[m]
             check_gallery_bench(talker, bench)  # a text it cannot take whole: exit 2 naming the line
@@ -144,10 +151,6 @@ def evaluate_run(store: Store, *, run_id: int | None, checkpoint_id: int | None,
                                       th.max_concept_sim),
                    G.prefix_use_gate(true_loss, shuffled_loss, th.min_prefix_use)]
             new = [G.renamed(g, g.name + suffix) for g in new]
-        if name in bench_gates.BENCH_GATES:  # a bundled intent or plan bench: judged with its model's others
-            label = bench_gates.BENCH_GATES[name][0]
-            judged.setdefault(m, {})[name] = rows
-            new = []
         items[label] = rows
         gates_by_model.setdefault(m, []).extend(new)
     for m, results in judged.items():

@@ -369,7 +369,7 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
     if "gallery_wild" in corpus.benches:  # hand-written prompts: the same gallery gates, named _wild
         wild = corpus.benches["gallery_wild"].items
         wild_rows = run_gallery(talker, wild, device)
-        wild_gates = [G.renamed(g, g.name + "_wild") for g in G.gallery_gates(gallery_summary(wild_rows), wild_rows, th)]
+        wild_gates = G.wild_gallery_gates(gallery_summary(wild_rows), wild_rows, th)
     gates_by_model["talker"] = [
         G.coverage_gate("coverage_talker", tr.coverage_min, tr.coverage_mean, th.min_coverage),
         G.memory_prefix_gate(tr.memory_share, th.min_memory_share),

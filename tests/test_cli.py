@@ -30,11 +30,12 @@ def navi(*args):
     return main([*map(str, args)])
 
 
-@pytest.fixture(scope="module")
-def trained_home(trained_home_template, tmp_path_factory):
+@pytest.fixture
+def trained_home(trained_home_template, tmp_path):
     """A store holding one short run: a copy of the session's (conftest.py: `train --steps 3` on the small
-    corpus; it fails its gates, which is what we want here). This module's tests share the copy."""
-    home = tmp_path_factory.mktemp("home") / "home"
+    corpus; it fails its gates, which is what we want here). Each test has its own: some add runs, and
+    the workers run tests in any order."""
+    home = tmp_path / "trained" / "home"
     shutil.copytree(trained_home_template, home)
     return home
 

@@ -89,11 +89,12 @@ def header_text(app) -> str:
     return str(app.query_one(RunHeader).render())
 
 
-@pytest.fixture(scope="module")
-def trained_home(trained_home_template, tmp_path_factory):
+@pytest.fixture
+def trained_home(trained_home_template, tmp_path):
     """A copy of the session's trained home (conftest.py): run 1, `train --steps 3` on the small corpus,
-    its gates failed. This module's tests share the copy; some add runs to it."""
-    home = tmp_path_factory.mktemp("console") / "home"
+    its gates failed. Each test has its own: some add runs, and the workers run tests in any order
+    (shared, c once continued a run another test had added)."""
+    home = tmp_path / "trained" / "home"
     shutil.copytree(trained_home_template, home)
     return home
 
