@@ -8,6 +8,7 @@ measure understanding of a request.
     python benchmarks/generalisation.py --profile tiny --variant base --variant fold+ngram --seeds 1337
     # a variant is a '+'-joined list of overrides: fold, ngram (4093 buckets), ngramN (N buckets),
     # noiseR (noise rate R), passesP (policy passes per goal), ppassesP (planner's), dD (d_model),
+    # wordN (whole words hashed into N buckets, 4093 without N),
     # lN (layers), lrX, wdX (weight decay), composeX (X times the corpus's composites made from
     # single goals, navi_model/compose.py), pfreeze (the planner's warm encoder frozen)
 
@@ -49,6 +50,8 @@ def apply_variant(profile: Profile, variant: str, seed: int) -> tuple[Profile, d
             extra["pfreeze"] = True
         elif part == "fold":
             enc["fold_case"] = True
+        elif part.startswith("word"):
+            enc["word_buckets"] = int(part[4:] or 4093)
         elif part.startswith("ngram"):
             enc["ngram_buckets"] = int(part[5:] or 4093)
         elif part.startswith("noise"):

@@ -31,6 +31,11 @@ class EncoderConfig:
     # in a table of this many rows (0: bytes only). A word's pieces then carry meaning from the first
     # layer, as fastText's do, and one typo changes a few n-grams instead of the whole reading
     ngram_buckets: int = 0
+    # each byte of a word (a run of letters and digits) also reads its whole word, hashed into a table
+    # of this many rows (0: none). The n-grams alone read "trailing" as half "train", and a short
+    # request's word drowned in its punctuation ("build!!!" -> greet); fastText pairs words with
+    # n-grams for the same reason
+    word_buckets: int = 0
 
 
 class RMSNorm(nn.Module):
@@ -152,6 +157,41 @@ def hashed_ngrams(ids: torch.Tensor, buckets: int) -> list[torch.Tensor]:
     return rows
 
 
+WORD_BYTES = 16  # a word's hash reads at most its last this many bytes
+
+
+def _word_bytes(ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) bool: the byte is a letter or a digit (either case), so part of a word."""
+    lower = (ids >= ord("a")) & (ids <= ord("z"))
+    upper = (ids >= ord("A")) & (ids <= ord("Z"))
+    return lower | upper | ((ids >= ord("0")) & (ids <= ord("9")))
+
+
+def hashed_words(ids: torch.Tensor, buckets: int) -> torch.Tensor:
+    """(B, T) byte ids -> (B, T) rows of a table of buckets + 1: at each byte of a word, 1 + the hash of
+    the whole word (its last WORD_BYTES bytes); 0 (no word) at spaces, punctuation and pads.
+
+    Plain tensor ops over the whole batch, no Python loop over bytes: the hash of the word so far is
+    built by WORD_BYTES shifted reads, then each word's final hash is spread back over its bytes.
+    """
+    B, T = ids.shape
+    inword = _word_bytes(ids)
+    starts = inword & ~F.pad(inword, (1, 0))[:, :T]
+    word = torch.cumsum(starts.long(), dim=1)  # the word each byte belongs to, counted from 1 per row
+    h = torch.zeros_like(ids)
+    for k in range(WORD_BYTES - 1, -1, -1):  # the earliest byte first; bytes before the word add nothing
+        same = F.pad(inword, (k, 0))[:, :T] & (F.pad(word, (k, 0))[:, :T] == word)
+        h = (h * 257 + torch.where(same, F.pad(ids, (k, 0))[:, :T] + 1, 0)) % 2147483647
+    ends = inword & ~F.pad(inword, (0, 1))[:, 1:]
+    slot = word + torch.arange(B, device=ids.device)[:, None] * (T + 1)  # a row per word of the batch
+    # the hash at the word's last byte, at all its bytes: one end per word, so a sum over the word's
+    # bytes with every other byte masked to 0 is that hash (no boolean indexing: it would read a count
+    # back to the host, which a CUDA graph cannot capture)
+    whole = torch.zeros(B * (T + 1), dtype=h.dtype, device=ids.device)
+    whole = whole.scatter_add(0, slot.flatten(), torch.where(ends, h, 0).flatten())[slot]
+    return torch.where(inword, whole % buckets + 1, 0)
+
+
 class Encoder(nn.Module):
     """Bidirectional encoder over LEFT-padded bytes; returns per-position states and a pooled vector.
 
@@ -164,6 +204,8 @@ class Encoder(nn.Module):
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.ngram = nn.Embedding(cfg.ngram_buckets, cfg.d_model) if cfg.ngram_buckets else None
+        # row 0 is "no word": it stays zero and adds nothing
+        self.word = nn.Embedding(cfg.word_buckets + 1, cfg.d_model, padding_idx=0) if cfg.word_buckets else None
         fold = torch.arange(cfg.vocab_size)
         if cfg.fold_case:
             fold[ord("A"):ord("Z") + 1] += ord("a") - ord("A")
@@ -188,12 +230,15 @@ class Encoder(nn.Module):
         return x, pooled
 
     def embed_bytes(self, ids: torch.Tensor) -> torch.Tensor:
-        """Each (case-folded) byte's embedding, plus its hashed n-grams' when the config has a table."""
+        """Each (case-folded) byte's embedding, plus its hashed n-grams' and its word's when the config
+        has those tables."""
         ids = self.fold[ids]
         x = self.embed(ids)
         if self.ngram is not None:
             for rows in hashed_ngrams(ids, self.cfg.ngram_buckets):
                 x = x + self.ngram(rows)
+        if self.word is not None:
+            x = x + self.word(hashed_words(ids, self.cfg.word_buckets))
         return x
 
 
@@ -220,6 +265,9 @@ def _init_weights(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.Embedding):
         nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if module.padding_idx is not None:  # a row that must add nothing (the encoder's "no word")
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
 
 
 def count_params(model: nn.Module) -> int:

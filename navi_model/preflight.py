@@ -38,8 +38,8 @@ BATCH = 3  # rows of a dummy batch: enough for distinct lengths and batch statis
 def small_models(n_intents: int, n_actions_vocab: int) -> dict[str, nn.Module]:
     """Tiny float64 policy, planner and talker; n_actions_vocab is the planner's vocabulary size
     (PlanVocab.size: specials plus actions)."""
-    # the encoder's every reading: case folding and a small n-gram table, as the profiles use them
-    enc = dict(seq_len=24, d_model=16, n_layers=1, n_heads=2, fold_case=True, ngram_buckets=61)
+    # the encoder's every reading: case folding, small n-gram and word tables, as the profiles use them
+    enc = dict(seq_len=24, d_model=16, n_layers=1, n_heads=2, fold_case=True, ngram_buckets=61, word_buckets=31)
     # seeded for the same models every time, in a forked generator so the caller's seed is untouched
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)

@@ -14,7 +14,7 @@ from navi_model.brain import preflight
 from navi_model.config import GateThresholds, get_profile
 from navi_model.corpus.load import load_corpus
 from navi_model.gates import noise_share_gate
-from navi_model.model import EncoderConfig, PolicyModel, hashed_ngrams
+from navi_model.model import EncoderConfig, PolicyModel, hashed_ngrams, hashed_words
 from navi_model.vocab import encode_encoder_batch
 
 TINY = get_profile("tiny").gates
@@ -117,3 +117,32 @@ def test_hashed_ngrams_see_the_bytes_before_each_position():
     assert len({int(r) for r in two[:, -1]}) == 1
     assert len({int(r) for r in three[:, -1]}) == 3
     assert all(int(t.max()) < 4093 and int(t.min()) >= 0 for t in (two, three, four))
+
+
+def test_hashed_words_give_every_byte_of_a_word_its_whole_word():
+    ids, _ = encode_encoder_batch(["lint?!", "pls lint it", "lints", "trailing train"], 16)
+    rows = hashed_words(ids, 4093)
+    word_of = lambda r, w: rows[r][_span(ids[r], w)]  # noqa: E731 - the rows under word w of text r
+    lint = set(word_of(0, "lint").tolist()) | set(word_of(1, "lint").tolist())
+    assert len(lint) == 1 and 0 not in lint  # one row for "lint", wherever it stands, whatever follows
+    assert int(word_of(2, "lints")[0]) not in lint  # another word is another row
+    trailing, train = word_of(3, "trailing"), word_of(3, "train")
+    assert len(set(trailing.tolist())) == 1 and int(trailing[0]) != int(train[0])  # not half "train"
+    # spaces, punctuation and pads read no word (row 0, which stays zero)
+    assert all(int(r) == 0 for r, b in zip(rows[0], ids[0]) if not chr(int(b)).isalnum())
+    assert int(rows.max()) <= 4093
+
+
+def _span(row: torch.Tensor, word: str) -> slice:
+    text = bytes(int(b) for b in row).decode("latin-1")
+    start = text.index(word)
+    return slice(start, start + len(word))
+
+
+def test_the_no_word_row_adds_nothing_and_learns_nothing():
+    model = PolicyModel(EncoderConfig(seq_len=16, d_model=8, n_heads=2, n_layers=1, word_buckets=31), 3)
+    assert float(model.encoder.word.weight.detach()[0].abs().sum()) == 0.0
+    ids, valid = encode_encoder_batch(["lint it!", "  ok  "], 16)
+    model(ids, valid).sum().backward()
+    assert float(model.encoder.word.weight.grad[0].abs().sum()) == 0.0
+    assert float(model.encoder.word.weight.grad[1:].abs().sum()) > 0.0

@@ -372,6 +372,8 @@ def test_a_talker_that_maps_every_prompt_alike_fails_concept_sim_and_diagnose_fi
             if table in payload["model"]:
                 emb = payload["model"][table]
                 payload["model"][table] = emb[65].expand_as(emb).clone()
+        if "encoder.word.weight" in payload["model"]:  # and no word read at all
+            payload["model"]["encoder.word.weight"].zero_()
         path, sha = save_checkpoint(home, 1, "talker_planted", payload)
         planted = store.add_checkpoint(1, step=10**6, phase="planted", model="talker", path=path, sha256=sha)
     capsys.readouterr()

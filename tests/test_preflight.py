@@ -129,10 +129,11 @@ def test_grad_flow_names_everything_behind_a_detached_final_norm(monkeypatch):
     v = grad_flow(ms)
     behind = [f"policy.{n}" for n, _ in ms["policy"].named_parameters() if n.startswith("encoder.")]
     assert v.detail["no_gradient"] == behind  # only the head still learns
-    assert v.value == float(len(behind)) == 10.0  # the byte and n-gram tables, the block, the final norm
+    assert v.value == float(len(behind)) == 11.0  # the byte, n-gram and word tables, the block, the final norm
     assert not v.passed
     assert "policy.encoder.embed.weight" in v.summary and "policy.encoder.ngram.weight" in behind
-    assert v.summary.startswith(f"10 of {sum(1 for m in ms.values() for _ in m.parameters())} parameters get no gradient")
+    assert "policy.encoder.word.weight" in behind
+    assert v.summary.startswith(f"11 of {sum(1 for m in ms.values() for _ in m.parameters())} parameters get no gradient")
 
 
 def test_grad_flow_catches_a_detached_block_norm(monkeypatch):

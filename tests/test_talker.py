@@ -149,6 +149,8 @@ def test_concept_sim_sees_a_collapsed_encoder(corpus):
     with torch.no_grad():
         for table in filter(None, (m.encoder.embed, m.encoder.ngram)):  # bytes and their n-grams alike
             table.weight.copy_(table.weight[65].expand_as(table.weight))
+        if m.encoder.word is not None:  # and no word read at all
+            m.encoder.word.weight.zero_()
     prompts = [it["prompt"] for it in corpus.benches["gallery"].items]
     from navi_model.gates import concept_sim_gate
 
