@@ -19,7 +19,7 @@ from navi_model.brain import build_brain_data, planned_steps, to_device
 from navi_model.config import PROFILES
 from navi_model.corpus.load import load_corpus
 from navi_model.model import PolicyModel
-from navi_model.planner import PAD, PlannerModel, run_plan_bench, train_planner
+from navi_model.planner import PlannerModel, plan_loss, run_plan_bench, train_planner
 from navi_model.vocab import encode_encoder_batch
 from navi_model.train import train_policy
 from navi_model.assets import corpus_dir
@@ -27,17 +27,15 @@ from navi_model.assets import corpus_dir
 
 @torch.no_grad()
 def margins(planner, bench, vocab, device) -> list[tuple[float, str]]:
-    """Per bench item, teacher-forced: the smallest gap between the right token's logit and the
-    best wrong one over the plan. Below zero is a miss; near zero is a coin that a seed flips."""
+    """Per bench item, minus its CTC loss per step: near zero, the planner is sure of the plan; far
+    below, the plan is a coin that a seed flips (or a miss)."""
     planner.eval()
     ids, valid = encode_encoder_batch([it["goal"] for it in bench.items], planner.cfg.encoder.seq_len)
-    inputs, targets = vocab.encode_batch([it["plan"] for it in bench.items], planner.cfg.plan_len)
-    logits = planner(ids.to(device), valid.to(device), inputs.to(device)).float()
-    targets = targets.to(device)
-    right = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    wrong = logits.scatter(-1, targets.unsqueeze(-1), float("-inf")).amax(-1)
-    gap = (right - wrong).masked_fill(targets == PAD, float("inf")).amin(-1)
-    return sorted((round(g, 2), it["goal"]) for g, it in zip(gap.tolist(), bench.items))
+    _, targets = vocab.encode_batch([it["plan"] for it in bench.items], planner.cfg.plan_len)
+    ids, valid, targets = ids.to(device), valid.to(device), targets.to(device)
+    logits = planner(ids, valid).float()
+    per_item = [-plan_loss(logits[i:i + 1], valid[i:i + 1], targets[i:i + 1]).item() for i in range(len(bench.items))]
+    return sorted((round(g, 2), it["goal"]) for g, it in zip(per_item, bench.items))
 
 
 def main() -> None:

@@ -36,7 +36,7 @@ from navi_model.brain import build_brain_data, to_device  # noqa: E402
 from navi_model.config import get_profile  # noqa: E402
 from navi_model.corpus.load import load_corpus  # noqa: E402
 from navi_model.model import Block, PolicyModel  # noqa: E402
-from navi_model.planner import PlannerModel, class_weights, plan_loss  # noqa: E402
+from navi_model.planner import PlannerModel, plan_loss  # noqa: E402
 from navi_model.step import TrainStep  # noqa: E402
 from navi_model.talker import (  # noqa: E402
     EncoderCache, TalkerModel, memory_rows, pad_denoise, sample_memory, talk_loss, talker_step_loss,
@@ -68,21 +68,18 @@ def setups(profile, data, device, models):
                          B * d.ids.shape[1])
     if "planner" in models:
         d, B = data.plan, profile.planner_train.batch_size
-        weights, _ = class_weights(d.plan_targets, data.vocab)
-        weights = weights.to(device)
-
         def planner_loss(model):
-            def fn(goal_ids, goal_valid, plan_in, plan_tgt):
+            def fn(goal_ids, goal_valid, plan_tgt):
                 with torch.autocast(**autocast):
-                    logits = model(goal_ids, goal_valid, plan_in)
-                return (plan_loss(logits, plan_tgt, weights),)
+                    logits = model(goal_ids, goal_valid)
+                return (plan_loss(logits, goal_valid, plan_tgt),)
             return fn
 
         def planner_batch(_, d=d, B=B):
             idx = torch.randint(0, d.n, (B,), device=device, generator=g)
-            return d.goal_ids[idx], d.goal_valid[idx], d.plan_inputs[idx], d.plan_targets[idx]
+            return d.goal_ids[idx], d.goal_valid[idx], d.plan_targets[idx]
         out["planner"] = (lambda: PlannerModel(profile.planner, data.vocab.size), planner_loss, planner_batch,
-                          B * (d.goal_ids.shape[1] + d.plan_inputs.shape[1]))
+                          B * d.goal_ids.shape[1])
     if "talker" in models or "talker_cached" in models:
         d, B, K = data.talk, profile.talker_train.batch_size, profile.talker.memory_k
 

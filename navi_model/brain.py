@@ -17,7 +17,7 @@ from navi_model.compose import composed_plans
 from navi_model.data import PolicyData, build_policy_data
 from navi_model.gates import GateVerdict, all_passed
 from navi_model.noise import augment, augment_conversations, noisy_share
-from navi_model.planner import PlanData, PlanVocab, build_plan_data, class_weights
+from navi_model.planner import PlanData, PlanVocab, action_shares, build_plan_data
 from navi_model.preflight import grad_check, grad_flow, padding_gate, small_models, vocab_gate
 from navi_model.talker import TalkData, build_talk_data, memory_text
 from navi_model.train import steps_for_coverage
@@ -158,8 +158,7 @@ def planned_gates(corpus: Corpus, profile: Profile, data: BrainData, steps: dict
     for m in MODELS:
         passes = steps[m] * even[m] / rows[m]
         gates.append(G.coverage_gate(f"coverage_{m}", float(int(passes)), passes, th.min_coverage))
-    _, stats = class_weights(data.plan.plan_targets, data.vocab)
-    gates.append(G.class_share_gate(stats, th.max_class_share))
+    gates.append(G.class_share_gate(action_shares(data.plan.plan_targets, data.vocab), th.max_class_share))
     share = float((data.talk.earlier > 0).float().mean())
     gates.append(G.memory_prefix_gate(share, th.min_memory_share))
     return gates

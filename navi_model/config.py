@@ -80,11 +80,14 @@ class BenchTargets:
 @dataclass
 class PlannerConfig:
     encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(seq_len=120))  # covers the longest goal
-    dec_layers: int = 2
-    plan_len: int = 16  # decoder positions: BOS + 2 * 3 actions + EOS with room to spare
+    step_layers: int = 1  # blocks over the encoder's states, where the planner learns where steps begin
+    plan_len: int = 16  # plan tokens BOS (STEP a)* EOS: at most 7 steps, room to spare over 3
 
     @staticmethod
     def from_dict(d: dict) -> PlannerConfig:
+        if "dec_layers" in d:  # a checkpoint of the decoder planner navi had before 2026-12-03
+            raise ValueError("written by the decoder planner navi replaced with the CTC planner on 2026-12-03; "
+                             "train a new run")
         return PlannerConfig(**{**d, "encoder": EncoderConfig(**d["encoder"])})
 
 
@@ -152,7 +155,7 @@ def _tiny() -> Profile:
         description="passes its gates on a 2-core CPU in minutes",
         policy=EncoderConfig(seq_len=80, **enc),
         policy_train=TrainConfig(batch_size=64, lr=3e-3, passes_per_goal=20.0, noise_rate=NOISE),
-        planner=PlannerConfig(encoder=EncoderConfig(seq_len=120, **enc), dec_layers=2, plan_len=16),
+        planner=PlannerConfig(encoder=EncoderConfig(seq_len=120, **enc), step_layers=1, plan_len=16),
         # composites from single goals (composed_share 1.0) with 12 passes lift the held-out plans (unseen
         # 0.52 -> 0.64, wild 0.37 -> 0.65, 3 seeds) but make 4x the planner's steps: 1935 steps at 650 ms
         # on the 2-core CPU, 21 minutes against the 5 the profile has. Off until the planner steps faster
@@ -182,7 +185,7 @@ def _base() -> Profile:
         policy=EncoderConfig(seq_len=128, **enc),
         policy_train=TrainConfig(batch_size=256, lr=1e-3, passes_per_goal=150.0, warmup_steps=100, log_every=50,
                                  noise_rate=NOISE),
-        planner=PlannerConfig(encoder=EncoderConfig(seq_len=128, **enc), dec_layers=4, plan_len=16),
+        planner=PlannerConfig(encoder=EncoderConfig(seq_len=128, **enc), step_layers=1, plan_len=16),
         # composed_share 1.0 lifts plans of held-out cores 0.63 -> 0.85 and hand-written ones 0.65 -> 0.76
         # (H200, 1 seed) for twice the planner's steps; off while base is over its 60 s to green
         planner_train=TrainConfig(batch_size=256, lr=1e-3, passes_per_goal=30.0, warmup_steps=100, log_every=50,

@@ -69,11 +69,12 @@ def coverage_gate(name: str, coverage_min: float, coverage_mean: float, min_cove
 
 
 def class_share_gate(stats: dict[str, float], max_share: float) -> GateVerdict:
-    """The planner's largest share of the weighted targets, after dampening (M-002)."""
-    value = stats.get("weighted_share_max")
+    """The largest share of one class among the planner's targets (M-002: a dominant class drowns
+    the others' gradient). stats: planner.action_shares."""
+    value = stats.get("share_max")
     raw = {k.split("/", 1)[1]: v for k, v in stats.items() if k.startswith("share/")}
     top = max(raw, key=raw.get) if raw else "-"
-    summary = f"largest raw share {top} {raw.get(top, 0):.1%}, weighted max {value if value is not None else float('nan'):.1%}"
+    summary = f"largest share {top} {raw.get(top, 0):.1%} of {len(raw)} actions"
     return gate("class_share", value, max_share, "<=", summary, stats)
 
 

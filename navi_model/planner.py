@@ -1,28 +1,38 @@
-"""The planner (Plan-LM): goal bytes -> a plan of action intents, one STEP at a time.
+"""The planner: goal bytes -> a plan of action intents, read off the goal where each step is written.
 
-An Encoder reads the goal (LEFT-padded bytes); its per-position states, projected, are the
-prefix of a prefix-LM decoder over plan tokens:
+An Encoder reads the goal (LEFT-padded bytes), `step_layers` more blocks read its states, and a
+head gives every byte a distribution over the plan vocabulary, where PAD is the CTC blank:
 
-    [goal state 0 .. goal state T-1][BOS STEP a1 STEP a2 ... EOS PAD...]
+    goal bytes     c  a  r  g  o     c  l  e  a  n  ,     c  a  r  g  o     b  u  i  l  d
+    greedy labels  _  _  _  _  _  _  _  _ clean _  _  _  _  _  _  _  _  _  _  _ build _  _
 
-Every query sees the valid (non-pad) goal positions; plan positions also see the plan
-positions at or before them. Plan sequences are RIGHT-padded with BOS at position 0 and the
-goal always ends right before BOS, so training positions are generation positions (M-003).
+Collapsing repeats and dropping blanks gives the plan, in the order its steps are written:
+[clean, build], rendered as STEP clean STEP build EOS. Trained with the CTC loss (Graves et al.,
+2006), which sums over every placement of the steps, so no training line needs its step spans.
+
+Why not a decoder that writes STEP a1 STEP a2 EOS token by token (the planner until 2026-12-03):
+it had to learn both what each step is and how many there are from a pooled reading of the
+whole goal, and on requests it was never trained on it dropped the later steps ("FORMAT AND
+LINT" -> format; a fifth to a third of held-out plans came out too short). Here a step is
+found where it is written, so a third step costs nothing more than a second, and a step's
+intent is read from its own words, as the policy reads a request. Its step also costs half:
+no decoder runs over the goal's positions again (benchmarks/generalisation.py, docs/benchmarks.md).
 
 What the failure log asks of this model:
-- STEP is about a third of the targets; an unweighted loss is dominated by it (M-002), so the
-  loss weighs each target class by inverse frequency (every class present holds an equal share).
-- nothing truncates: a goal or plan that does not fit is an error (M-008).
-- the bench is greedy autoregressive decoding compared plan for plan, never the teacher-forced
-  loss or accuracy, which is only reported beside it (M-014).
+- no target class may dominate the loss (M-002): the targets are the actions alone (STEP and
+  EOS are the plan's rendering, not targets), and the class_share gate checks their shares.
+- nothing truncates: a goal or plan that does not fit is an error (M-008); a plan may have at
+  most (plan_len - 2) // 2 steps, the vocabulary's rendering of it, and a goal at least as many
+  bytes as its plan has steps (CTC places one step per byte at least).
+- the bench is greedy decoding compared plan for plan, never the training loss, which is only
+  reported beside it (M-014).
 - THINK..ENDTHINK is stripped from an output before comparing plans (M-018).
 - plan ids are range-checked against PLAN_VOCAB, the table they index (M-026).
 """
-
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -33,7 +43,7 @@ from navi_model.control import TrainingControl
 from navi_model.corpus.load import Bench, CorpusError
 from navi_model.distributed import ONE_PROCESS, Ranks
 from navi_model.events import CheckpointReady, EmitFn, LogLine, MetricsLogged
-from navi_model.model import Block, Encoder, RMSNorm, _init_weights, rotary_tables
+from navi_model.model import Block, Encoder, RMSNorm, _init_weights
 from navi_model.step import LossFn, plain_optimizer_state
 from navi_model.train import (
     EpochSampler, PeriodicCheckpoints, announce_ready, coverage, flushes_denormals_on_cpu, get_lr, make_optimizer,
@@ -127,88 +137,87 @@ class PlanVocab:
 
 
 class PlannerModel(nn.Module):
+    """Goal bytes -> per byte, logits over the plan vocabulary (PAD is the CTC blank)."""
+
     def __init__(self, cfg: PlannerConfig, vocab_size: int):
         super().__init__()
         self.cfg = cfg
         self.vocab_size = vocab_size
         C, nh = cfg.encoder.d_model, cfg.encoder.n_heads
         self.encoder = Encoder(cfg.encoder)
-        self.goal_proj = nn.Linear(C, C)  # encoder states -> the decoder's input space
-        self.embed = nn.Embedding(vocab_size, C)
-        self.blocks = nn.ModuleList(Block(C, nh) for _ in range(cfg.dec_layers))
+        # bidirectional blocks over the encoder's states: where the encoder starts warm from the
+        # policy's (which pools a whole request into one intent), these learn where a step begins
+        self.blocks = nn.ModuleList(Block(C, nh) for _ in range(cfg.step_layers))
         self.norm = RMSNorm(C)
-        self.lm_head = nn.Linear(C, vocab_size, bias=False)
-        # one position axis over goal + plan: the goal always ends right before BOS
-        cos, sin = rotary_tables(cfg.encoder.seq_len + cfg.plan_len, C // nh, cfg.encoder.rope_base)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
+        self.head = nn.Linear(C, vocab_size)
         self.apply(_init_weights)
 
-    @staticmethod
-    def attn_mask(goal_valid: torch.Tensor, plan_len: int) -> torch.Tensor:
-        """(B, 1, L, L) bool, True = may attend. Valid goal keys are open to every query; plan
-        keys are open to plan queries at or after them (causal); pad goal keys to none."""
-        B, G = goal_valid.shape
-        L = G + plan_len
-        dev = goal_valid.device
-        is_plan = torch.arange(L, device=dev) >= G
-        causal = torch.ones(L, L, dtype=torch.bool, device=dev).tril()
-        plan_keys = is_plan[:, None] & is_plan[None, :] & causal  # (L, L)
-        goal_keys = torch.cat([goal_valid, torch.zeros(B, plan_len, dtype=torch.bool, device=dev)], dim=1)
-        return (plan_keys[None] | goal_keys[:, None, :])[:, None]
-
-    def forward(self, goal_ids: torch.Tensor, goal_valid: torch.Tensor, plan_inputs: torch.Tensor) -> torch.Tensor:
-        G, T = goal_ids.shape[1], plan_inputs.shape[1]
-        assert G <= self.cfg.encoder.seq_len and T <= self.cfg.plan_len, (G, T)
-        states, _ = self.encoder(goal_ids, goal_valid)
-        x = torch.cat([self.goal_proj(states), self.embed(plan_inputs)], dim=1)  # (B, G+T, C)
-        mask = self.attn_mask(goal_valid, T)
-        cos, sin = self.rope_cos[: G + T], self.rope_sin[: G + T]
+    def forward(self, goal_ids: torch.Tensor, goal_valid: torch.Tensor) -> torch.Tensor:
+        G = goal_ids.shape[1]
+        assert G <= self.cfg.encoder.seq_len, G
+        x, _ = self.encoder(goal_ids, goal_valid)
+        enc = self.encoder
         for block in self.blocks:
-            x = block(x, cos, sin, attn_mask=mask)
-        return self.lm_head(self.norm(x[:, G:]))  # (B, T, V): plan positions only
+            x = block(x, enc.rope_cos[:G], enc.rope_sin[:G], attn_mask=goal_valid[:, None, None, :])
+        return self.head(self.norm(x))  # (B, G, V)
 
 
-def class_weights(targets: torch.Tensor, vocab: PlanVocab) -> tuple[torch.Tensor, dict[str, float]]:
-    """Inverse-frequency weight per target class, so each class present holds an equal share of
-    the weighted targets (M-002: STEP alone was 27% of the loss). Absent classes (and PAD) get 0.
-
-    Runs once per data set: it reads counts back to the host.
-    """
-    t = targets.reshape(-1)
-    counts = torch.bincount(t[t != PAD], minlength=vocab.size).double()
-    total = counts.sum()
-    present = counts > 0
-    n_present = int(present.sum())
-    weights = torch.where(present, total / (max(n_present, 1) * counts.clamp_min(1.0)), torch.zeros_like(counts))
-    weighted = weights * counts
-    share = (counts / total.clamp_min(1.0)).tolist()
-    wshare = (weighted / weighted.sum().clamp_min(1e-12)).tolist()
-    stats: dict[str, float] = {}
-    for i, name in enumerate(vocab.names):
-        # STEP, EOS and every action always show (an absent action is worth seeing); other
-        # specials only when they occur
-        if i == PAD or (i in (BOS, THINK, ENDTHINK) and not present[i]):
-            continue
-        stats[f"share/{name}"] = share[i]
-        stats[f"weighted_share/{name}"] = wshare[i]
-    stats["weighted_share_max"] = max(wshare)
-    stats["classes_present"] = float(n_present)
-    return weights.float(), stats
+def plan_actions(plan_targets: torch.Tensor) -> torch.Tensor:
+    """(N, P) targets [STEP a1 STEP a2 ... EOS PAD...] -> (N, P // 2) actions [a1 a2 ... PAD...]: the
+    CTC targets, read with tensor ops (no host sync: a CUDA step stays capturable)."""
+    acts = plan_targets[:, 1::2]
+    return torch.where(acts == EOS, torch.full_like(acts, PAD), acts)
 
 
-def plan_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
-              denom: torch.Tensor | None = None) -> torch.Tensor:
-    """sum(w[y] * ce) / sum(w[y]) over the non-PAD targets: cross_entropy with a class weight and
-    mean reduction divides by the summed weights of the targets it kept.
+def action_shares(plan_targets: torch.Tensor, vocab: PlanVocab) -> dict[str, float]:
+    """Each action's share of the CTC targets, and the largest (M-002: no class may dominate the
+    loss). STEP and EOS are no targets: the plan's structure is the alignment's, not a token's.
 
-    denom: divide the weighted sum by this instead (under DDP: the whole global batch's summed
-    weights over world_size, so that DDP's gradient average gives the global batch's gradient)."""
-    if denom is None:
-        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), weight=weights, ignore_index=PAD)
-    total = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), weight=weights, ignore_index=PAD,
-                            reduction="sum")
-    return total / denom
+    Runs once per data set: it reads counts back to the host."""
+    acts = plan_actions(plan_targets).reshape(-1)
+    counts = torch.bincount(acts[acts != PAD], minlength=vocab.size).double()
+    total = max(float(counts.sum()), 1.0)
+    stats = {f"share/{name}": float(counts[vocab.id(name)]) / total for name in vocab.actions}
+    stats["share_max"] = max(stats.values(), default=0.0)
+    stats["classes_present"] = float((counts > 0).sum())
+    return stats
+
+
+def plan_loss(logits: torch.Tensor, goal_valid: torch.Tensor, plan_targets: torch.Tensor,
+              denom: torch.Tensor | float | None = None) -> torch.Tensor:
+    """CTC loss of each goal's plan, per step of it, summed over the rows and divided by denom
+    (default: the rows here; under DDP the global batch's rows over world_size, so that DDP's
+    gradient average gives the global batch's gradient).
+
+    The goal is left-padded and CTC reads frames from the first: each row's bytes move to the
+    front (a gather, no host sync), and its frame count is its number of bytes."""
+    B, G, V = logits.shape
+    lengths = goal_valid.sum(dim=1)
+    src = (torch.arange(G, device=logits.device)[None, :] + (G - lengths)[:, None]).clamp_max(G - 1)
+    # at least float32 (bf16 under autocast loses the sums), never below the input: float64 stays
+    # float64 for the grad_check gate
+    frames = logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(-1)
+    frames = frames.gather(1, src[:, :, None].expand(-1, -1, V))
+    actions = plan_actions(plan_targets)
+    steps = (actions != PAD).sum(dim=1)
+    per_row = F.ctc_loss(frames.transpose(0, 1), actions, lengths, steps, blank=PAD, reduction="none",
+                         zero_infinity=True)
+    total = (per_row / steps.clamp_min(1)).sum()
+    return total / (B if denom is None else denom)
+
+
+def greedy_actions(logits: torch.Tensor, goal_valid: torch.Tensor) -> torch.Tensor:
+    """(B, G, V) -> (B, G) greedy CTC labels compacted to the front, PAD after: the best label of each
+    real byte, repeats collapsed, blanks dropped. Tensor ops only."""
+    best = torch.where(goal_valid, logits.argmax(-1), torch.full_like(goal_valid, PAD, dtype=torch.long))
+    # left-padded: a pad before the first byte is PAD, so the first real label always counts as new
+    prev = F.pad(best, (1, 0), value=PAD)[:, :-1]
+    keep = (best != PAD) & (best != prev)
+    slot = torch.cumsum(keep.long(), dim=1) - 1
+    G = best.shape[1]
+    out = torch.full((best.shape[0], G + 1), PAD, dtype=torch.long, device=best.device)
+    out.scatter_(1, torch.where(keep, slot, G), torch.where(keep, best, PAD))
+    return out[:, :G]
 
 
 @dataclass
@@ -271,14 +280,14 @@ def planner_payload(model: PlannerModel, opt: torch.optim.Optimizer, vocab: Plan
     }
 
 
-def planner_loss(model: PlannerModel, data: PlanData, weights: torch.Tensor, device: torch.device) -> LossFn:
-    """A batch of row indices [, the loss denominator] -> (class-weighted loss, correct targets, real targets).
+def planner_loss(model: PlannerModel, data: PlanData, device: torch.device) -> LossFn:
+    """A batch of row indices [, the loss denominator] -> (CTC loss, plans right, plans).
 
-    The denominator (a device tensor, see plan_loss) is given under DDP only: one process keeps
-    the step it always had, and its CUDA graph the same static inputs."""
+    "Plans right": rows whose greedy plan (greedy_actions) is their plan, the training accuracy
+    reported beside the loss. The denominator (see plan_loss) is given under DDP only."""
     use_bf16 = device.type == "cuda"
-    # a CUDA step keeps its shapes (graph, compile); elsewhere the all-pad goal columns go: the
-    # goal still ends right before BOS, so every relative position the decoder sees is the same
+    # the all-pad goal columns go on the CPU (a CUDA step keeps its shapes for compile): CTC reads
+    # only each row's own bytes, so nothing the model learns depends on them
     trim = device.type != "cuda"
 
     def loss_fn(idx: torch.Tensor, denom: torch.Tensor | None = None):
@@ -287,10 +296,13 @@ def planner_loss(model: PlannerModel, data: PlanData, weights: torch.Tensor, dev
         if trim:
             goal_ids, goal_valid = drop_shared_left_padding(goal_ids, goal_valid)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            logits = model(goal_ids, goal_valid, data.plan_inputs[idx])
-        real = targets != PAD
-        correct = ((logits.detach().argmax(-1) == targets) & real).sum()
-        return plan_loss(logits, targets, weights, denom), correct, real.sum()
+            logits = model(goal_ids, goal_valid)
+        want = plan_actions(targets)
+        got = F.pad(greedy_actions(logits.detach(), goal_valid), (0, want.shape[1]), value=PAD)
+        S = want.shape[1]
+        # right: the first S labels are the plan and nothing follows them
+        right = ((got[:, :S] == want).all(dim=1) & (got[:, S:] == PAD).all(dim=1)).sum()
+        return plan_loss(logits, goal_valid, targets, denom), right, torch.ones_like(idx, dtype=torch.float).sum()
 
     return loss_fn
 
@@ -312,23 +324,22 @@ def train_planner(
 ) -> PlannerTrainResult:
     """Train for `steps` steps (fewer if the control object stops it); always ends with a checkpoint.
 
-    Loss: class-weighted mean cross-entropy over the non-PAD targets (weights from class_weights).
+    Loss: the CTC loss of each goal's plan per step of it, the mean over the batch (plan_loss).
     resume: a payload this trainer emitted earlier; the run continues from its step to `steps`.
     ranks: under DDP, every rank draws the same global batch and trains on its shard; the loss is
-    divided by the global batch's summed class weights (times world_size, which DDP's average undoes).
+    divided by the global batch's rows over world_size, which DDP's average undoes.
     """
     _check_vocab(model, vocab)
     ranks.check_batch(cfg.batch_size, "planner")
+    # no CUDA graph: torch's CTC loss reads the lengths back to the host, which a capture forbids
+    cfg = replace(cfg, cuda_graph=False)
     model.to(device).train()
     opt = make_optimizer(model, cfg, device)
     sampler = EpochSampler(data.n, cfg.batch_size, device, cfg.seed)
-    positions = data.goal_ids.shape[1] + data.plan_inputs.shape[1]
+    positions = data.goal_ids.shape[1]
 
-    weights, class_stats = class_weights(data.plan_targets, vocab)
-    weights = weights.to(device)
-    emit(MetricsLogged(0, "planner", {
-        **class_stats, **{f"weight/{n}": w for n, w in zip(vocab.names, weights.tolist()) if w > 0},
-    }))
+    class_stats = action_shares(data.plan_targets, vocab)
+    emit(MetricsLogged(0, "planner", class_stats))
 
     seen = torch.zeros(data.n, device=device)
     ones = torch.ones(cfg.batch_size, device=device)
@@ -345,8 +356,7 @@ def train_planner(
         start = restore_training_state(resume, model=model, opt=opt, sampler=sampler, seen=seen)
         emit(LogLine("info", "resume", f"planner: continuing from step {start} of {steps}"))
     # built after the restore: a graph must see the optimizer state it will update in place
-    train_step = make_train_step(model, opt, planner_loss(ranks.wrap(model), data, weights, device), cfg, device,
-                                 ranks)
+    train_step = make_train_step(model, opt, planner_loss(ranks.wrap(model), data, device), cfg, device, ranks)
     periodic = PeriodicCheckpoints(cfg.checkpoint_every_s)
 
     def checkpoint() -> CheckpointReady:
@@ -364,8 +374,7 @@ def train_planner(
         lr = get_lr(step, steps, cfg)
         idx = sampler.next()
         if ranks.distributed:
-            # the global batch's summed weights, on the device: every rank holds the whole batch's rows
-            train_step(lr, ranks.shard(idx), weights[data.plan_targets[idx]].sum() / ranks.world_size)
+            train_step(lr, ranks.shard(idx), idx.numel() / ranks.world_size)
         else:
             train_step(lr, idx)
         announce_ready(train_step, "planner", emit)
@@ -383,7 +392,7 @@ def train_planner(
             dt = max(now - window_t0, 1e-9)
             mean_loss = loss_sum / window_steps
             emit(MetricsLogged(step + 1, "planner", {
-                "loss": mean_loss, "tf_acc": correct_sum / max(token_sum, 1.0), "lr": lr,
+                "loss": mean_loss, "plan_acc": correct_sum / max(token_sum, 1.0), "lr": lr,
                 "tokens_per_s": window_steps * cfg.batch_size * positions / dt,
                 "step_ms": 1000.0 * dt / window_steps,
             }))
@@ -403,32 +412,24 @@ def train_planner(
 
 @torch.no_grad()
 def greedy_plans(model: PlannerModel, goals: list[str], vocab: PlanVocab, device: torch.device,
-                 max_len: int | None = None, batch_size: int = 256) -> list[list[int]]:
-    """Greedy decoding from BOS, no teacher forcing -> per goal [BOS, ..., EOS] (cut after EOS).
-
-    A row that never emits EOS stops after max_len tokens (default cfg.plan_len) and comes
-    back without EOS, so it can never match an expected plan.
-    """
+                 batch_size: int = 256) -> list[list[int]]:
+    """Greedy CTC decoding -> per goal [BOS, STEP, a1, STEP, a2, ..., EOS], the plan vocabulary's
+    rendering. A label that is no action (a special the head should never pick) is kept as it
+    came, so the plan it is in cannot match an expected one."""
     _check_vocab(model, vocab)
     model.eval()
-    max_len = model.cfg.plan_len if max_len is None else min(max_len, model.cfg.plan_len)
     out: list[list[int]] = []
     for i in range(0, len(goals), batch_size):
         ids, valid = encode_encoder_batch(goals[i:i + batch_size], model.cfg.encoder.seq_len)
-        ids, valid = ids.to(device), valid.to(device)
-        B = ids.shape[0]
-        seq = torch.full((B, 1), BOS, dtype=torch.long, device=device)
-        done = torch.zeros(B, dtype=torch.bool, device=device)
-        # plans are a handful of tokens: recompute the whole prefix each step, no kv cache
-        for _ in range(max_len):
-            nxt = model(ids, valid, seq)[:, -1].argmax(-1)
-            nxt = torch.where(done, torch.full_like(nxt, PAD), nxt)
-            seq = torch.cat([seq, nxt[:, None]], dim=1)
-            done |= nxt == EOS
-            if bool(done.all()):
-                break
-        for row in seq.tolist():
-            out.append(row[: row.index(EOS) + 1] if EOS in row else row)
+        valid = valid.to(device)
+        labels = greedy_actions(model(ids.to(device), valid), valid)
+        for row in labels.tolist():
+            plan = [BOS]
+            for t in row:
+                if t == PAD:
+                    break
+                plan += [STEP, t] if t >= len(SPECIALS) else [t]
+            out.append(plan + [EOS])
     return out
 
 
@@ -448,7 +449,7 @@ def _check_plan_bench(model: PlannerModel, bench: Bench, vocab: PlanVocab) -> No
         need = 2 * len(it["plan"]) + 1
         if need > model.cfg.plan_len:
             raise CorpusError(bench.path, it["line"], "plan",
-                              f"{len(it['plan'])} actions need {need} decoder positions, "
+                              f"{len(it['plan'])} actions render as {need} plan tokens, "
                               f"more than the planner's plan_len of {model.cfg.plan_len}")
 
 
@@ -467,17 +468,15 @@ def run_plan_bench(model: PlannerModel, bench: Bench, vocab: PlanVocab, device: 
 
 
 @torch.no_grad()
-def teacher_forced_accuracy(model: PlannerModel, bench: Bench, vocab: PlanVocab, device: torch.device) -> float:
-    """Share of non-PAD targets predicted right under teacher forcing. Reported beside the bench,
-    never instead of it: a model can score 1.0 here and still derail when fed its own output."""
+def bench_loss(model: PlannerModel, bench: Bench, vocab: PlanVocab, device: torch.device) -> float:
+    """The training loss (CTC, per step) on the bench's plans. Reported beside the bench, never
+    instead of it: a loss can fall while greedy plans stay wrong (M-014)."""
     _check_plan_bench(model, bench, vocab)
     model.eval()
     ids, valid = encode_encoder_batch([it["goal"] for it in bench.items], model.cfg.encoder.seq_len)
-    inputs, targets = vocab.encode_batch([it["plan"] for it in bench.items], model.cfg.plan_len)
-    logits = model(ids.to(device), valid.to(device), inputs.to(device))
-    targets = targets.to(device)
-    real = targets != PAD
-    return ((logits.argmax(-1) == targets) & real).sum().item() / max(1, real.sum().item())
+    _, targets = vocab.encode_batch([it["plan"] for it in bench.items], model.cfg.plan_len)
+    valid = valid.to(device)
+    return plan_loss(model(ids.to(device), valid), valid, targets.to(device)).item()
 
 
 def planner_from_payload(payload: dict, device: torch.device) -> tuple[PlannerModel, PlanVocab]:

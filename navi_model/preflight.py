@@ -26,7 +26,9 @@ from navi_model.model import EncoderConfig, PolicyModel
 from navi_model.planner import BOS as PLAN_BOS
 from navi_model.planner import EOS as PLAN_EOS
 from navi_model.planner import PAD as PLAN_PAD
-from navi_model.planner import PlanData, PlannerModel
+from navi_model.planner import SPECIALS as PLAN_SPECIALS
+from navi_model.planner import STEP as PLAN_STEP
+from navi_model.planner import PlanData, PlannerModel, plan_loss
 from navi_model.talker import TalkData, TalkerModel
 from navi_model.vocab import BYTE, BYTE_VOCAB, TALK, TALK_BOS, TALK_EOS, TALK_PAD, TALK_VOCAB, Vocabulary
 
@@ -45,7 +47,7 @@ def small_models(n_intents: int, n_actions_vocab: int) -> dict[str, nn.Module]:
         torch.manual_seed(0)
         models = {
             "policy": PolicyModel(EncoderConfig(**enc), n_intents),
-            "planner": PlannerModel(PlannerConfig(encoder=EncoderConfig(**enc), dec_layers=1, plan_len=8),
+            "planner": PlannerModel(PlannerConfig(encoder=EncoderConfig(**enc), step_layers=1, plan_len=8),
                                     n_actions_vocab),
             "talker": TalkerModel(TalkerConfig(encoder=EncoderConfig(**enc), dec_layers=1, prefix_k=2, memory_k=1,
                                                response_len=12)),
@@ -84,8 +86,17 @@ def dummy_batch(name: str, model: nn.Module, gen: torch.Generator) -> tuple:
         return ids, valid, torch.randint(0, model.n_intents, (BATCH,), generator=gen)
     if name == "planner":
         ids, valid = _encoder_batch(BATCH, T, gen)
-        inputs, targets = _decoder_batch(BATCH, model.cfg.plan_len, model.vocab_size, PLAN_PAD, PLAN_BOS, gen)
-        return ids, valid, inputs, targets
+        # plans of 1 to 3 random actions, as PlanVocab.encode_batch lays them out; at least 6 bytes a
+        # goal, so each row has frames enough for its steps with a blank between repeats
+        valid[:, -6:] = True
+        ids = torch.where(valid, ids, torch.zeros_like(ids))
+        actions = torch.randint(len(PLAN_SPECIALS), model.vocab_size, (BATCH, 3), generator=gen)
+        steps = torch.randint(1, 4, (BATCH,), generator=gen)
+        targets = torch.full((BATCH, model.cfg.plan_len), PLAN_PAD, dtype=torch.long)
+        for i in range(BATCH):
+            row = [t for a in actions[i, : steps[i]].tolist() for t in (PLAN_STEP, a)] + [PLAN_EOS]
+            targets[i, : len(row)] = torch.tensor(row)
+        return ids, valid, targets
     if name == "talker":
         K = model.cfg.memory_k
         ids, valid = _encoder_batch(BATCH * (K + 1), T, gen)
@@ -102,17 +113,16 @@ def dummy_batch(name: str, model: nn.Module, gen: torch.Generator) -> tuple:
 def model_loss(name: str, model: nn.Module, batch: tuple) -> torch.Tensor:
     """The model's training loss on batch, in the model's dtype.
 
-    plan_loss and talk_loss cast the logits to float32, which would bury a float64 finite
-    difference in rounding noise; this is their formula (uniform class weights for the planner,
-    PAD targets ignored) without the cast.
+    talk_loss casts the logits to float32, which would bury a float64 finite difference in
+    rounding noise; this is its formula (PAD targets ignored) without the cast. plan_loss keeps
+    float64 as it is.
     """
     if name == "policy":
         ids, valid, labels = batch
         return F.cross_entropy(model(ids, valid), labels)
     if name == "planner":
-        ids, valid, inputs, targets = batch
-        logits = model(ids, valid, inputs)
-        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=PLAN_PAD)
+        ids, valid, targets = batch
+        return plan_loss(model(ids, valid), valid, targets)
     if name == "talker":
         *inputs, targets = batch
         logits = model(*inputs)

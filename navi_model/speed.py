@@ -68,10 +68,9 @@ def policy_step_flops(model, batch: int, seq_len: int) -> StepFlops:
     return StepFlops(_stack_flops(enc.blocks, batch, seq_len) + _linear_flops(model.head, batch), 0)
 
 
-def planner_step_flops(model, batch: int, goal_len: int, plan_len: int) -> StepFlops:
-    L = goal_len + plan_len
-    trained = (_stack_flops(model.encoder.blocks, batch, goal_len) + _linear_flops(model.goal_proj, batch * goal_len)
-               + _stack_flops(model.blocks, batch, L) + _linear_flops(model.lm_head, batch * plan_len))
+def planner_step_flops(model, batch: int, goal_len: int) -> StepFlops:
+    trained = (_stack_flops(model.encoder.blocks, batch, goal_len) + _stack_flops(model.blocks, batch, goal_len)
+               + _linear_flops(model.head, batch * goal_len))
     return StepFlops(trained, 0)
 
 
@@ -154,7 +153,7 @@ def speed_cases(profile, data, device: torch.device) -> list[SpeedCase]:
     """The policy, planner and talker SFT steps of a profile on fixed batches of the real data
     (navi_model.brain.BrainData on the device), each with a fresh model."""
     from navi_model.model import PolicyModel
-    from navi_model.planner import PlannerModel, class_weights, plan_loss
+    from navi_model.planner import PlannerModel, plan_loss
     from navi_model.talker import TalkerModel, memory_rows, pad_denoise, talk_loss
 
     autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -175,17 +174,16 @@ def speed_cases(profile, data, device: torch.device) -> list[SpeedCase]:
 
     plan, B = data.plan, profile.planner_train.batch_size
     planner = PlannerModel(profile.planner, data.vocab.size).to(device)
-    weights = class_weights(plan.plan_targets, data.vocab)[0].to(device)
-    g_ids, g_valid, p_in, p_tgt = plan.goal_ids[:B], plan.goal_valid[:B], plan.plan_inputs[:B], plan.plan_targets[:B]
+    g_ids, g_valid, p_tgt = plan.goal_ids[:B], plan.goal_valid[:B], plan.plan_targets[:B]
 
     def planner_loss():
         with torch.autocast(**autocast):
-            logits = planner(g_ids, g_valid, p_in)
-        return plan_loss(logits, p_tgt, weights)
+            logits = planner(g_ids, g_valid)
+        return plan_loss(logits, g_valid, p_tgt)
 
-    G, P = plan.goal_ids.shape[1], plan.plan_inputs.shape[1]
-    f = planner_step_flops(planner, B, G, P)
-    cases.append(SpeedCase("planner", planner, planner_loss, profile.planner_train.lr, B * (G + P), f, f))
+    G = plan.goal_ids.shape[1]
+    f = planner_step_flops(planner, B, G)
+    cases.append(SpeedCase("planner", planner, planner_loss, profile.planner_train.lr, B * G, f, f))
 
     talk, B, tcfg = data.talk, profile.talker_train.batch_size, profile.talker
     talker = TalkerModel(tcfg).to(device)

@@ -380,7 +380,7 @@ def _navi_flops(corpus: Corpus, profile: Profile, device: torch.device) -> dict[
         "policy": policy_step_flops(PolicyModel(profile.policy, len(corpus.intents)), profile.policy_train.batch_size,
                                     profile.policy.seq_len).total,
         "planner": planner_step_flops(PlannerModel(profile.planner, vocab_size), profile.planner_train.batch_size,
-                                      profile.planner.encoder.seq_len, profile.planner.plan_len).total,
+                                      profile.planner.encoder.seq_len).total,
         "sft": talker_step_flops(talker, profile.talker_train.batch_size,
                                  encoder_cached=profile.talker_train.freeze_encoder).total,
     }

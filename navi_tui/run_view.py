@@ -95,7 +95,9 @@ class RunView:
         elif name.startswith("share/") or name.startswith("weighted_share/"):
             self.dirty.add("weights")
             cls = name.split("/", 1)[1]
-            raw, weighted = self.class_shares.get(cls, (0.0, 0.0))
+            # a run of the CTC planner stores shares only (its loss weighs every action alike): no
+            # weighted share is shown as none, not as 0
+            raw, weighted = self.class_shares.get(cls, (None, None))
             self.class_shares[cls] = (value, weighted) if name.startswith("share/") else (raw, value)
         if name in EVAL_MARKS and phase in PHASES:
             self.eval_steps.setdefault(phase, set()).add(step)

@@ -32,7 +32,7 @@ from navi_model.evaluate import run_intent_bench
 from navi_model.events import EmitFn, Event, LogLine, MetricsLogged
 from navi_model.gates import GateVerdict, all_passed
 from navi_model.model import PolicyModel, count_params
-from navi_model.planner import PlannerModel, run_plan_bench, teacher_forced_accuracy, train_planner
+from navi_model.planner import PlannerModel, bench_loss, run_plan_bench, train_planner
 from navi_model.talker import (TalkerModel, concept_similarity, gallery_summary, prefix_use, run_gallery,
                                train_talker)
 from navi_model.train import train_policy
@@ -335,9 +335,9 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
         steps_done["planner"], final_losses["planner"] = pr.steps, pr.final_loss
         results = {b: run_plan_bench(planner, corpus.benches[b], vocab, device)
                    for b in bench_gates.PLAN_BENCHES if b in present}
-        # teacher-forced accuracy is reported beside the bench, never instead of it (M-014)
+        # the training loss on the bench is reported beside the bench, never instead of it (M-014)
         writer.metrics(run_id, pr.steps, "planner",
-                       {"plan_tf_acc": teacher_forced_accuracy(planner, corpus.benches["plan"], vocab, device)})
+                       {"plan_bench_loss": bench_loss(planner, corpus.benches["plan"], vocab, device)})
         gates_by_model["planner"] = [
             G.coverage_gate("coverage_planner", pr.coverage_min, pr.coverage_mean, th.min_coverage),
             G.class_share_gate(pr.class_stats, th.max_class_share),

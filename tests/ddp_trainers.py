@@ -40,7 +40,7 @@ def toy_data():
 
 
 ENC = EncoderConfig(seq_len=64, d_model=32, n_layers=1, n_heads=4)
-PLANNER = PlannerConfig(encoder=EncoderConfig(seq_len=120, d_model=32, n_layers=1, n_heads=4), dec_layers=1,
+PLANNER = PlannerConfig(encoder=EncoderConfig(seq_len=120, d_model=32, n_layers=1, n_heads=4), step_layers=1,
                         plan_len=16)
 TALKER = TalkerConfig(encoder=EncoderConfig(seq_len=120, d_model=32, n_layers=1, n_heads=4), dec_layers=1,
                       prefix_k=2, memory_k=1, response_len=56)

@@ -14,7 +14,7 @@ from navi_model.brain import planned_gates, planned_steps, preflight
 from navi_model.config import get_profile
 from navi_model.corpus.load import load_corpus
 from navi_model.gates import class_share_gate
-from navi_model.planner import PAD, PlanVocab, class_weights
+from navi_model.planner import PAD, PlanVocab, action_shares
 from navi_tui.cli import main
 
 
@@ -41,18 +41,19 @@ def test_seq_len_one_short_is_refused_before_step_0(corpus):
     assert data is None  # nothing is built, so nothing can train
 
 
-def test_a_class_at_27_percent_is_dampened_below_20(corpus):
-    # M-002: targets where one class (STEP) holds 27%
+def test_an_action_at_27_percent_of_the_planners_targets_fails_class_share(corpus):
+    # M-002: plans where one action (build) is 27% of the steps the CTC loss is trained on
     vocab = PlanVocab([i.name for i in corpus.intents if i.action])
-    step, eos = vocab.id("STEP"), vocab.id("EOS")
-    actions = [vocab.id(a) for a in vocab.actions]
-    targets = torch.tensor([step] * 27 + [eos] * 10 + [actions[i % len(actions)] for i in range(63)] + [PAD] * 5)
-    weights, stats = class_weights(targets, vocab)
-    assert stats["share/STEP"] == pytest.approx(0.27)
-    assert class_share_gate(stats, 0.2).passed and stats["weighted_share_max"] <= 0.2
-    # the same targets with equal weights: the gate catches the dominant class
-    undamped = {**stats, "weighted_share_max": stats["share/STEP"]}
-    assert not class_share_gate(undamped, 0.2).passed
+    others = [a for a in vocab.actions if a != "build"]
+    plans = [["build", others[i % len(others)]] for i in range(27)] + [[others[i % len(others)]] for i in range(46)]
+    _, targets = vocab.encode_batch(plans, 8)
+    stats = action_shares(targets, vocab)
+    assert stats["share/build"] == pytest.approx(27 / 100) and stats["share_max"] == stats["share/build"]
+    assert not class_share_gate(stats, 0.2).passed
+    # the bundled corpus's plans: no action near it
+    _, data = preflight(corpus, get_profile("tiny"))
+    fair = action_shares(data.plan.plan_targets, data.vocab)
+    assert class_share_gate(fair, 0.2).passed and fair["share_max"] < 0.1
 
 
 def test_planned_gates(corpus):

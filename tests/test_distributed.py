@@ -25,7 +25,7 @@ import torch
 from navi_model.assets import corpus_dir
 from navi_model.distributed import Ranks
 from navi_model.model import EncoderConfig, PolicyModel
-from navi_model.planner import PlannerModel, class_weights, planner_loss
+from navi_model.planner import PlannerModel, planner_loss
 from navi_model.talker import EncoderCache, TalkerConfig, TalkerModel, TalkerStepLoss, memory_rows, real_targets
 from navi_model.train import policy_loss, train_policy
 from navi_tui.distributed_run import without_nproc
@@ -290,24 +290,22 @@ def assert_close(a: list[torch.Tensor], b: list[torch.Tensor], tol: float = 1e-5
 def test_the_planner_denominator_gives_the_one_process_gradient():
     corpus = ddp_trainers.toy_data()
     plan_data, vocab = corpus[1], corpus[2]
-    weights, _ = class_weights(plan_data.plan_targets, vocab)
     torch.manual_seed(0)
     model = PlannerModel(ddp_trainers.PLANNER, vocab.size)
     idx = torch.arange(0, 32)
-    loss_fn = planner_loss(model, plan_data, weights, CPU)
+    loss_fn = planner_loss(model, plan_data, CPU)
     model.zero_grad()
     loss_fn(idx)[0].backward()
     one = _grads(model)
 
     def shard_loss(rank):
         ranks = Ranks(rank, 4)
-        denom = weights[plan_data.plan_targets[idx]].sum() / ranks.world_size
-        return loss_fn(ranks.shard(idx), denom)[0]
+        return loss_fn(ranks.shard(idx), idx.numel() / ranks.world_size)[0]  # as train_planner passes it
 
     assert_close(ddp_average(model, shard_loss, 4), one)
-    # the plain per-shard mean would not be: the shards' weighted target counts differ
-    plain = ddp_average(model, lambda r: loss_fn(Ranks(r, 4).shard(idx))[0], 4)
-    assert max((a - b).abs().max().item() for a, b in zip(plain, one)) > 1e-4
+    # a shard divided by the global rows instead would be world_size times too small
+    global_rows = ddp_average(model, lambda r: loss_fn(Ranks(r, 4).shard(idx), float(idx.numel()))[0], 4)
+    assert max((a - b).abs().max().item() for a, b in zip(global_rows, one)) > 1e-4
 
 
 def test_the_talker_denominator_gives_the_one_process_gradient():

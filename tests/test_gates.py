@@ -54,10 +54,10 @@ def test_coverage_gate_catches_an_undertrained_goal():
 
 
 def test_class_share_gate_catches_a_dominant_class():
-    # M-002: STEP at 40% of the weighted loss, as if no dampening had happened
-    bad = class_share_gate({"share/STEP": 0.4, "weighted_share_max": 0.4}, 0.2)
-    assert not bad.passed and "STEP 40.0%" in bad.summary
-    assert class_share_gate({"share/STEP": 0.4, "weighted_share_max": 0.05}, 0.2).passed
+    # M-002: one action at 40% of the planner's targets
+    bad = class_share_gate({"share/build": 0.4, "share/test": 0.6 / 5, "share_max": 0.4}, 0.2)
+    assert not bad.passed and "build 40.0%" in bad.summary
+    assert class_share_gate({"share/build": 0.05, "share/test": 0.05, "share_max": 0.05}, 0.2).passed
 
 
 def test_memory_prefix_gate_catches_training_without_memory():

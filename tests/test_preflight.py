@@ -89,7 +89,7 @@ def test_grad_check_spreads_entries_over_parameter_kinds():
     v = grad_check(models(), threshold=1e-5)
     params = [e["param"] for e in v.detail["planner"]["entries"]]
     assert len(set(params)) == 8
-    for part in ("encoder.embed", "attn.", "mlp.", "norm", "lm_head"):
+    for part in ("encoder.embed", "attn.", "mlp.", "norm", "head"):
         assert any(part in p for p in params), (part, params)
 
 

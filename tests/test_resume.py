@@ -140,7 +140,7 @@ def plan_data():
 
 def planner(vocab, seed=0):
     torch.manual_seed(seed)
-    cfg = PlannerConfig(EncoderConfig(seq_len=24, d_model=32, n_layers=1, n_heads=4), dec_layers=1, plan_len=8)
+    cfg = PlannerConfig(EncoderConfig(seq_len=24, d_model=32, n_layers=1, n_heads=4), step_layers=1, plan_len=8)
     return PlannerModel(cfg, vocab.size)
 
 

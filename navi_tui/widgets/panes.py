@@ -85,7 +85,8 @@ class SystemPane(Static):
 
 
 class WeightsTable(DataTable):
-    """The planner's per-class loss weights beside each class's raw and weighted share (M-002)."""
+    """The planner's per-class loss weights beside each class's raw and weighted share (M-002). The
+    CTC planner weighs every action alike and stores shares only: its weights show as "-"."""
 
     def on_mount(self) -> None:
         self.cursor_type = "none"
@@ -101,8 +102,9 @@ class WeightsTable(DataTable):
         self.clear()
         for c, w, raw, weighted in rows:
             share = f"{100 * raw:.1f}%" if raw is not None else "-"
+            judged = weighted if weighted is not None else raw  # the share the loss sees
             wshare = Text(f"{100 * weighted:.1f}%" if weighted is not None else "-",
-                          style="bold red" if weighted is not None and weighted > 0.2 else "")
+                          style="bold red" if judged is not None and judged > 0.2 else "")
             self.add_row(c, fmt(w, 3), share, wshare)
 
 
