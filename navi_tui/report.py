@@ -24,7 +24,9 @@ class ProgressPrinter:
             total = self.totals.get(event.phase)
             of = f"/{total}" if total else ""
             eta = f"  ETA {(total - event.step) * v.get('step_ms', 0.0) / 1000.0:.0f}s" if total and "step_ms" in v else ""
-            acc = v.get("train_acc", v.get("tf_acc"))
+            # the policy's intents, the planner's whole plans (greedy, on the batch), an older run's
+            # teacher-forced planner tokens
+            acc = next((v[k] for k in ("train_acc", "plan_acc", "tf_acc") if k in v), None)
             acc = f"  acc {acc:.3f}" if acc is not None else ""
             speed = f"  {v['tokens_per_s'] / 1000:.1f}k tok/s" if "tokens_per_s" in v else ""
             print(f"{event.phase:<7} step {event.step:>6}{of}  loss {v['loss']:.4f}{acc}{speed}{eta}",

@@ -315,3 +315,13 @@ def test_a_stop_before_the_first_step_still_checkpoints(small_data):
     assert result.stopped and result.steps == 0
     assert [type(e) for e in events] == [MetricsLogged, LogLine, MetricsLogged, CheckpointReady]
     assert events[-1].name == "planner_000000"
+
+
+def test_a_checkpoint_of_the_old_decoder_planner_is_refused_by_name():
+    from navi_model.payload import PayloadError, check_payload
+
+    vocab = PlanVocab(ACTIONS)
+    payload = {"model": {}, "model_args": {"encoder": {"seq_len": 24}, "dec_layers": 2, "plan_len": 8},
+               "step": 10, "vocab_size": vocab.size, "actions": ACTIONS}
+    with pytest.raises(PayloadError, match="decoder planner .* train a new run"):
+        check_payload("planner", payload)
