@@ -22,8 +22,8 @@ What the failure log asks of this model:
 - no target class may dominate the loss (M-002): the targets are the actions alone (STEP and
   EOS are the plan's rendering, not targets), and the class_share gate checks their shares.
 - nothing truncates: a goal or plan that does not fit is an error (M-008); a plan may have at
-  most (plan_len - 2) // 2 steps, the vocabulary's rendering of it, and a goal at least as many
-  bytes as its plan has steps (CTC places one step per byte at least).
+  most (plan_len - 2) // 2 steps, so that its rendering fits plan_len. (A goal of fewer bytes
+  than its plan has steps cannot be aligned: its loss is zeroed, and its plan can only fail.)
 - the bench is greedy decoding compared plan for plan, never the training loss, which is only
   reported beside it (M-014).
 - THINK..ENDTHINK is stripped from an output before comparing plans (M-018).
@@ -164,7 +164,7 @@ class PlannerModel(nn.Module):
 
 def plan_actions(plan_targets: torch.Tensor) -> torch.Tensor:
     """(N, P) targets [STEP a1 STEP a2 ... EOS PAD...] -> (N, P // 2) actions [a1 a2 ... PAD...]: the
-    CTC targets, read with tensor ops (no host sync: a CUDA step stays capturable)."""
+    CTC targets, read with tensor ops (no host sync inside a step)."""
     acts = plan_targets[:, 1::2]
     return torch.where(acts == EOS, torch.full_like(acts, PAD), acts)
 
