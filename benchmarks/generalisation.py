@@ -10,7 +10,8 @@ measure understanding of a request.
     # noiseR (noise rate R), passesP (policy passes per goal), ppassesP (planner's), dD (d_model),
     # wordN (whole words hashed into N buckets, 4093 without N),
     # lN (layers), lrX, wdX (weight decay), composeX (X times the corpus's composites made from
-    # single goals, navi_model/compose.py), pfreeze (the planner's warm encoder frozen)
+    # single goals, navi_model/compose.py), pfreeze (the planner's warm encoder frozen),
+    # slN (the planner's step_layers)
 
 Prints one JSON line per (variant, seed) and a table at the end.
 """
@@ -40,7 +41,7 @@ from navi_model.train import train_policy  # noqa: E402
 
 def apply_variant(profile: Profile, variant: str, seed: int) -> tuple[Profile, dict]:
     enc, pt, plt = {}, {"seed": seed}, {"seed": seed}
-    extra = {"pfreeze": False}
+    extra = {"pfreeze": False, "step_layers": profile.planner.step_layers}
     for part in filter(None, variant.split("+")):
         if part == "base":
             continue
@@ -50,6 +51,8 @@ def apply_variant(profile: Profile, variant: str, seed: int) -> tuple[Profile, d
             extra["pfreeze"] = True
         elif part == "fold":
             enc["fold_case"] = True
+        elif part.startswith("sl") and part[2:].isdigit():
+            extra["step_layers"] = int(part[2:])
         elif part.startswith("word"):
             enc["word_buckets"] = int(part[4:] or 4093)
         elif part.startswith("ngram"):
@@ -71,7 +74,8 @@ def apply_variant(profile: Profile, variant: str, seed: int) -> tuple[Profile, d
         else:
             raise SystemExit(f"unknown variant part {part!r}")
     return replace(profile, policy=replace(profile.policy, **enc),
-                   planner=replace(profile.planner, encoder=replace(profile.planner.encoder, **enc)),
+                   planner=replace(profile.planner, encoder=replace(profile.planner.encoder, **enc),
+                                   step_layers=extra["step_layers"]),
                    policy_train=replace(profile.policy_train, **pt),
                    planner_train=replace(profile.planner_train, **plt)), extra
 
