@@ -159,9 +159,9 @@ def _tiny() -> Profile:
         # too short (0.35 against 0.46 unseen, 3 seeds, benchmarks/ctc_prototype.py)
         planner=PlannerConfig(encoder=EncoderConfig(seq_len=120, **enc), step_layers=1, plan_len=16),
         # composites from single goals (composed_share 1.0) lift the CTC planner's held-out plans (unseen
-        # 0.46 -> 0.55, wild 0.65 -> 0.73, 3 seeds) for twice its steps: 484 more at about 285 ms on the
-        # 2-core CPU, 2.3 minutes the 5-minute budget does not have. At the same steps (3 passes) they
-        # moved nothing (0.44 / 0.67)
+        # 0.46 -> 0.55, wild 0.65 -> 0.73, 3 seeds) for twice its steps: 484 more at about 215 ms on the
+        # 2-core CPU, 1.7 minutes that would put the 205-259 s runs over their 5. At the same steps
+        # (3 passes) they moved nothing (0.44 / 0.67)
         planner_train=TrainConfig(batch_size=64, lr=3e-3, passes_per_goal=6.0, log_every=50, noise_rate=NOISE),
         # memory_k 1: every memory-dependent prompt of the bundled corpus needs only the last turn,
         # and each memory slot costs a full encoder pass per sample
