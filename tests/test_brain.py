@@ -7,14 +7,13 @@ import json
 from dataclasses import replace
 
 import pytest
-import torch
 
 from navi_model.assets import corpus_dir
 from navi_model.brain import planned_gates, planned_steps, preflight
 from navi_model.config import get_profile
 from navi_model.corpus.load import load_corpus
 from navi_model.gates import class_share_gate
-from navi_model.planner import PAD, PlanVocab, action_shares
+from navi_model.planner import PlanVocab, action_shares
 from navi_tui.cli import main
 
 
