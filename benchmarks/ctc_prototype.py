@@ -2,8 +2,10 @@
 encoder (encoder -> per-byte logits over the plan vocabulary, blank = PAD), trained on the same data
 with the same warm start as the decoder planner navi had then, judged on the held-out plan benches.
 
-The planner in navi_model/planner.py is the integrated form of it; this script stays as the record
-behind docs/benchmarks.md ("Generalisation"): its plain loop (no compile, no graph) is what ran.
+It trains navi's PlannerModel with navi's plan_loss in a plain loop (no compile, no graph, no
+statistics), as it ran then, and stays as the record behind docs/benchmarks.md ("Generalisation").
+When it ran it held its own copy of the model, the loss and the greedy decoding, later replaced by
+navi's; they match but for xl0, where the copy skipped the final norm that PlannerModel applies.
 
     python benchmarks/ctc_prototype.py --profile tiny --seeds 1,2,3 --variant word+xl1+cpasses6
     # on top of benchmarks/generalisation.py's variant parts: xlN (N blocks over the encoder's
@@ -14,7 +16,7 @@ Results: benchmarks/results/2026-12-03-h200-ctc-prototype-{tiny,base}.jsonl.
 import argparse, json, sys, time
 from dataclasses import replace
 from pathlib import Path
-import torch, torch.nn as nn, torch.nn.functional as F
+import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from generalisation import apply_variant, score
@@ -23,48 +25,16 @@ from navi_model.brain import build_brain_data, planned_steps, to_device
 from navi_model.config import get_profile
 from navi_model.corpus.load import load_corpus
 from navi_model.evaluate import run_intent_bench
-from navi_model.model import PolicyModel, Encoder, Block, RMSNorm, _init_weights, rotary_tables
-from navi_model.planner import PAD, plan_actions
+from navi_model.model import PolicyModel
+from navi_model.planner import BOS, EOS, STEP, PlannerModel, greedy_plans, plan_loss
 from navi_model.train import train_policy, get_lr, make_optimizer, EpochSampler
-from navi_model.vocab import encode_encoder_batch
 
-class CTCPlanner(nn.Module):
-    def __init__(self, cfg, V, extra_layers=0):
-        super().__init__()
-        self.encoder = Encoder(cfg)
-        C = cfg.d_model
-        self.blocks = nn.ModuleList(Block(C, cfg.n_heads) for _ in range(extra_layers))
-        self.norm = RMSNorm(C)
-        self.head = nn.Linear(C, V)
-        cos, sin = rotary_tables(cfg.seq_len, C // cfg.n_heads, cfg.rope_base)
-        self.register_buffer("cos", cos, persistent=False); self.register_buffer("sin", sin, persistent=False)
-        self.apply(_init_weights)
-    def forward(self, ids, valid):
-        x, _ = self.encoder(ids, valid)
-        T = ids.shape[1]
-        for b in self.blocks:
-            x = b(x, self.cos[:T], self.sin[:T], attn_mask=valid[:, None, None, :])
-        return self.head(self.norm(x) if self.blocks else x)
+def decode(model, goals, vocab, device):
+    """Greedy plans as action-id lists (greedy_plans without its BOS, STEP and EOS)."""
+    plans = greedy_plans(model, goals, vocab, device)
+    model.train()
+    return [[t for t in p if t not in (BOS, STEP, EOS)] for p in plans]
 
-def ctc_targets(plan_targets):
-    """(N, S) actions right-padded with PAD, and each row's step count."""
-    acts = plan_actions(plan_targets)
-    return acts, (acts != PAD).sum(1)
-
-def decode(model, goals, seq_len, device):
-    model.eval(); res = []
-    with torch.no_grad():
-        for i in range(0, len(goals), 256):
-            ids, valid = encode_encoder_batch(goals[i:i+256], seq_len)
-            lg = model(ids.to(device), valid.to(device)).float()
-            am = lg.argmax(-1).cpu(); v = valid
-            for r in range(am.shape[0]):
-                seq = am[r][v[r]].tolist(); out = []; prev = None
-                for t in seq:
-                    if t != prev and t != PAD: out.append(t)
-                    prev = t
-                res.append(out)
-    model.train(); return res
 
 def main():
     ap = argparse.ArgumentParser()
@@ -95,14 +65,12 @@ def main():
                 out[name] = round(score(run_intent_bench(policy, corpus.benches[name], corpus.intent_names, dev)), 3)
             t1 = time.perf_counter()
             torch.manual_seed(seed)
-            V = data.vocab.size
-            m = CTCPlanner(profile.planner.encoder, V, extra_layers).to(dev)
+            m = PlannerModel(replace(profile.planner, step_layers=extra_layers), data.vocab.size).to(dev)
             m.encoder.load_state_dict(policy.encoder.state_dict())
             if freeze: m.encoder.requires_grad_(False)
             cfg = profile.planner_train
-            tg, tl = ctc_targets(data.plan.plan_targets)
+            targets = data.plan.plan_targets.to(dev)
             ids_all, valid_all = data.plan.goal_ids.to(dev), data.plan.goal_valid.to(dev)
-            tg, tl = tg.to(dev), tl.to(dev)
             opt = make_optimizer(m, cfg, dev) if dev.type == "cpu" else torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9,0.95), weight_decay=cfg.weight_decay)
             sampler = EpochSampler(data.plan.n, cfg.batch_size, dev, seed)
             n = steps["planner"]
@@ -112,20 +80,13 @@ def main():
                 ids, valid = ids_all[idx], valid_all[idx]
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
                     lg = m(ids, valid)
-                lp = lg.float().log_softmax(-1)  # (B, G, V)
-                # left-padded: CTC reads frames from the start; move each row's real bytes to the front
-                G = ids.shape[1]; L = valid.sum(1)
-                shift = (G - L)
-                ar = torch.arange(G, device=dev)[None, :]
-                src = (ar + shift[:, None]).clamp_max(G - 1)
-                lp = lp.gather(1, src[:, :, None].expand(-1, -1, V))
-                loss = F.ctc_loss(lp.transpose(0, 1), tg[idx], L, tl[idx], blank=PAD, reduction="mean", zero_infinity=True)
+                loss = plan_loss(lg, valid, targets[idx])
                 opt.zero_grad(set_to_none=True); loss.backward()
                 torch.nn.utils.clip_grad_norm_(m.parameters(), cfg.grad_clip); opt.step()
             out["planner_steps"] = n; out["planner_s"] = round(time.perf_counter() - t1, 1); out["final_loss"] = round(loss.item(), 4)
             for name in ("plan_seen", "plan", "plan_wild"):
                 items = corpus.benches[name].items
-                pred = decode(m, [it["goal"] for it in items], profile.planner.encoder.seq_len, dev)
+                pred = decode(m, [it["goal"] for it in items], data.vocab, dev)
                 exp = [[data.vocab.id(a) for a in it["plan"]] for it in items]
                 out[name] = round(sum(p == e for p, e in zip(pred, exp)) / len(items), 3)
                 out[name + "_len"] = round(sum(len(p) == len(e) for p, e in zip(pred, exp)) / len(items), 3)

@@ -27,8 +27,7 @@ from navi_model.planner import BOS as PLAN_BOS
 from navi_model.planner import EOS as PLAN_EOS
 from navi_model.planner import PAD as PLAN_PAD
 from navi_model.planner import SPECIALS as PLAN_SPECIALS
-from navi_model.planner import STEP as PLAN_STEP
-from navi_model.planner import PlanData, PlannerModel, plan_loss
+from navi_model.planner import PlanData, PlannerModel, PlanVocab, plan_loss
 from navi_model.talker import TalkData, TalkerModel
 from navi_model.vocab import BYTE, BYTE_VOCAB, TALK, TALK_BOS, TALK_EOS, TALK_PAD, TALK_VOCAB, Vocabulary
 
@@ -86,17 +85,15 @@ def dummy_batch(name: str, model: nn.Module, gen: torch.Generator) -> tuple:
         return ids, valid, torch.randint(0, model.n_intents, (BATCH,), generator=gen)
     if name == "planner":
         ids, valid = _encoder_batch(BATCH, T, gen)
-        # plans of 1 to 3 random actions, as PlanVocab.encode_batch lays them out; at least 6 bytes a
-        # goal, so each row has frames enough for its steps with a blank between repeats
+        # plans of 1 to 3 random actions of a vocabulary the model's size; at least 6 bytes a goal, so
+        # each row has frames enough for its steps with a blank between repeats
         valid[:, -6:] = True
         ids = torch.where(valid, ids, torch.zeros_like(ids))
-        actions = torch.randint(len(PLAN_SPECIALS), model.vocab_size, (BATCH, 3), generator=gen)
+        vocab = PlanVocab([f"a{i}" for i in range(model.vocab_size - len(PLAN_SPECIALS))])
+        actions = torch.randint(0, len(vocab.actions), (BATCH, 3), generator=gen)
         steps = torch.randint(1, 4, (BATCH,), generator=gen)
-        targets = torch.full((BATCH, model.cfg.plan_len), PLAN_PAD, dtype=torch.long)
-        for i in range(BATCH):
-            row = [t for a in actions[i, : steps[i]].tolist() for t in (PLAN_STEP, a)] + [PLAN_EOS]
-            targets[i, : len(row)] = torch.tensor(row)
-        return ids, valid, targets
+        plans = [[vocab.actions[a] for a in actions[i, : steps[i]].tolist()] for i in range(BATCH)]
+        return ids, valid, vocab.encode_batch(plans, model.cfg.plan_len)[1]
     if name == "talker":
         K = model.cfg.memory_k
         ids, valid = _encoder_batch(BATCH * (K + 1), T, gen)
