@@ -26,12 +26,12 @@ from navi_model.config import get_profile
 from navi_model.corpus.load import load_corpus
 from navi_model.evaluate import run_intent_bench
 from navi_model.model import PolicyModel
-from navi_model.planner import BOS, EOS, STEP, PlannerModel, greedy_plans, plan_loss
+from navi_model.planner import BOS, EOS, STEP, PlannerModel, decode_plans, plan_loss
 from navi_model.train import train_policy, get_lr, make_optimizer, EpochSampler
 
 def decode(model, goals, vocab, device):
-    """Greedy plans as action-id lists (greedy_plans without its BOS, STEP and EOS)."""
-    plans = greedy_plans(model, goals, vocab, device)
+    """Greedy plans as action-id lists (decode_plans without its BOS, STEP and EOS)."""
+    plans = decode_plans(model, goals, vocab, device)
     model.train()
     return [[t for t in p if t not in (BOS, STEP, EOS)] for p in plans]
 

@@ -11,7 +11,7 @@ measure understanding of a request.
     # wordN (whole words hashed into N buckets, 4093 without N),
     # lN (layers), lrX, wdX (weight decay), composeX (X times the corpus's composites made from
     # single goals, navi_model/compose.py), pfreeze (the planner's warm encoder frozen),
-    # slN (the planner's step_layers)
+    # slN (the planner's step_layers), nocount (no count head: greedy decoding)
 
 Prints one JSON line per (variant, seed) and a table at the end.
 """
@@ -22,7 +22,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -41,12 +41,14 @@ from navi_model.train import train_policy  # noqa: E402
 
 def apply_variant(profile: Profile, variant: str, seed: int) -> tuple[Profile, dict]:
     enc, pt, plt = {}, {"seed": seed}, {"seed": seed}
-    extra = {"pfreeze": False, "step_layers": profile.planner.step_layers}
+    extra = {"pfreeze": False, "step_layers": profile.planner.step_layers, "count_head": profile.planner.count_head}
     for part in filter(None, variant.split("+")):
         if part == "base":
             continue
         elif part.startswith("compose"):
             plt["composed_share"] = float(part[7:] or 1.0)
+        elif part == "nocount":
+            extra["count_head"] = False
         elif part == "pfreeze":
             extra["pfreeze"] = True
         elif part == "fold":
@@ -75,7 +77,7 @@ def apply_variant(profile: Profile, variant: str, seed: int) -> tuple[Profile, d
             raise SystemExit(f"unknown variant part {part!r}")
     return replace(profile, policy=replace(profile.policy, **enc),
                    planner=replace(profile.planner, encoder=replace(profile.planner.encoder, **enc),
-                                   step_layers=extra["step_layers"]),
+                                   step_layers=extra["step_layers"], count_head=extra["count_head"]),
                    policy_train=replace(profile.policy_train, **pt),
                    planner_train=replace(profile.planner_train, **plt)), extra
 
@@ -84,7 +86,8 @@ def score(items: list[dict]) -> float:
     return sum(it["correct"] for it in items) / max(1, len(items))
 
 
-def run(corpus, profile: Profile, device: torch.device, planner_too: bool, extra: dict) -> dict:
+def run(corpus, profile: Profile, device: torch.device, planner_too: bool, extra: dict,
+        save: Path | None = None) -> dict:
     t0 = time.perf_counter()
     data = build_brain_data(corpus, profile)
     steps = planned_steps(corpus, profile)
@@ -116,7 +119,18 @@ def run(corpus, profile: Profile, device: torch.device, planner_too: bool, extra
             hits = [(a == b) for it in right_len for a, b in zip(it["predicted"], it["expected"]) if b not in ("STEP", "EOS")]
             out[f"{name}_step"] = round(sum(hits) / max(1, len(hits)), 3)
             misses[name] = [(it["goal"], it["predicted"]) for it in items if not it["correct"]][:8]
+            if planner.count_head is not None:  # the same model read greedily: what the count adds
+                greedy = replace(planner.cfg, count_head=False)
+                planner.cfg, head = greedy, planner.count_head
+                planner.count_head = None
+                out[f"{name}_greedy"] = round(score(run_plan_bench(planner, corpus.benches[name], data.vocab, device)), 3)
+                planner.cfg, planner.count_head = replace(greedy, count_head=True), head
         out["planner_steps"] = steps["planner"]
+        if save is not None:  # the two models as checkpoints hold them (policy_from_payload, planner_from_payload)
+            torch.save({"policy": {"model": policy.state_dict(), "model_args": asdict(profile.policy),
+                                   "n_intents": len(corpus.intents)},
+                        "planner": {"model": planner.state_dict(), "model_args": asdict(planner.cfg),
+                                    "vocab_size": data.vocab.size, "actions": list(data.vocab.actions)}}, save)
     out["total_s"] = round(time.perf_counter() - t0, 1)
     out["misses"] = misses
     return out
@@ -131,15 +145,19 @@ def main() -> int:
     ap.add_argument("--no-planner", action="store_true")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--save", type=Path, help="folder: each (variant, seed)'s policy and planner go in a .pt there")
     args = ap.parse_args()
     corpus = load_corpus(args.data)
+    if args.save:
+        args.save.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
     rows = []
     for variant in args.variant or ["base"]:
         for seed in [int(s) for s in args.seeds.split(",")]:
             profile, extra = apply_variant(get_profile(args.profile), variant, seed)
             r = {"profile": args.profile, "variant": variant, "seed": seed,
-                 **run(corpus, profile, device, not args.no_planner, extra)}
+                 **run(corpus, profile, device, not args.no_planner, extra,
+                       args.save / f"{variant}_{seed}.pt" if args.save else None)}
             rows.append(r)
             print(json.dumps(r), flush=True)
             if args.out:

@@ -33,8 +33,9 @@ def margins(planner, bench, vocab, device) -> list[tuple[float, str]]:
     ids, valid = encode_encoder_batch([it["goal"] for it in bench.items], planner.cfg.encoder.seq_len)
     _, targets = vocab.encode_batch([it["plan"] for it in bench.items], planner.cfg.plan_len)
     ids, valid, targets = ids.to(device), valid.to(device), targets.to(device)
-    logits = planner(ids, valid).float()
-    per_item = [-plan_loss(logits[i:i + 1], valid[i:i + 1], targets[i:i + 1]).item() for i in range(len(bench.items))]
+    out = planner(ids, valid)
+    per_item = [-plan_loss(out.frames[i:i + 1].float(), valid[i:i + 1], targets[i:i + 1]).item()
+                for i in range(len(bench.items))]  # the CTC term alone: how sure of the steps
     return sorted((round(g, 2), it["goal"]) for g, it in zip(per_item, bench.items))
 
 

@@ -82,13 +82,21 @@ class PlannerConfig:
     encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(seq_len=120))  # covers the longest goal
     step_layers: int = 1  # blocks over the encoder's states, where the planner learns where steps begin
     plan_len: int = 16  # plan tokens BOS (STEP a)* EOS: at most 7 steps, room to spare over 3
+    # a head that reads how many steps the goal asks for; decoding then takes the best CTC reading
+    # with exactly that many (navi_model/planner.py, "How many steps")
+    count_head: bool = True
+
+    @property
+    def max_steps(self) -> int:
+        return (self.plan_len - 2) // 2
 
     @staticmethod
     def from_dict(d: dict) -> PlannerConfig:
         if "dec_layers" in d:  # a checkpoint of the decoder planner navi had before 2026-12-03
             raise ValueError("written by the decoder planner navi replaced with the CTC planner on 2026-12-03; "
                              "train a new run")
-        return PlannerConfig(**{**d, "encoder": EncoderConfig(**d["encoder"])})
+        # a CTC planner saved before the count head (2026-12-03) decodes greedily, as it was trained to
+        return PlannerConfig(**{"count_head": False, **d, "encoder": EncoderConfig(**d["encoder"])})
 
 
 @dataclass

@@ -1,11 +1,14 @@
-"""The planner: plan vocabulary, action shares, the CTC loss and its greedy decoding, and a trained
-toy whose greedy plans are its plans.
+"""The planner: plan vocabulary, action shares, the CTC and step-count loss, greedy and counted
+decoding, and a trained toy whose decoded plans are its plans.
 
     cd /work/main && PYTHONPATH=/work/main python -m pytest tests/test_planner.py -q
 """
 
 import contextlib
 import io
+import itertools
+import math
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -17,9 +20,9 @@ from navi_model.corpus.load import Bench, CorpusError, load_corpus
 from navi_model.events import CheckpointReady, LogLine, MetricsLogged
 from navi_model.model import EncoderConfig
 from navi_model.planner import (
-    BOS, ENDTHINK, EOS, PAD, STEP, THINK, PlannerConfig, PlannerModel, PlanVocab, action_shares, bench_loss,
-    build_plan_data, greedy_actions, greedy_plans, plan_actions, plan_loss, planner_from_payload, run_plan_bench,
-    train_planner,
+    BOS, ENDTHINK, EOS, PAD, SPECIALS, STEP, THINK, PlannerConfig, PlannerModel, PlanOutputs, PlanVocab,
+    action_shares, bench_loss, build_plan_data, counted_actions, decode_actions, decode_plans, greedy_actions,
+    plan_actions, plan_loss, planner_from_payload, run_plan_bench, train_planner,
 )
 from navi_model.vocab import TruncationError, VocabRangeError, encode_encoder_batch
 
@@ -108,7 +111,7 @@ def test_plan_vocab_range_error_names_plan_vocab():
     with pytest.raises(VocabRangeError, match=r"id 257 at position \(0, 1\) is outside PLAN_VOCAB"):
         vocab.check(torch.tensor([[BOS, 257]]))  # a TALK_VOCAB id fed to the planner
     with pytest.raises(ValueError, match="PLAN_VOCAB of 9 tokens"):
-        greedy_plans(small_planner(vocab_size=12), ["build it"], vocab, CPU)
+        decode_plans(small_planner(vocab_size=12), ["build it"], vocab, CPU)
 
 
 # --- action shares and the loss ---------------------------------------------------------------
@@ -157,6 +160,68 @@ def test_greedy_actions_collapse_repeats_and_drop_blanks_and_pads():
     assert got[1].tolist() == [6, 8, 8, PAD, PAD, PAD, PAD, PAD]
 
 
+def test_plan_loss_adds_the_step_counts_cross_entropy():
+    torch.manual_seed(0)
+    vocab = PlanVocab(ACTIONS)
+    _, targets = vocab.encode_batch([["build"], ["test", "lint"]], 8)
+    valid = torch.ones(2, 6, dtype=torch.bool)
+    frames, counts = torch.randn(2, 6, vocab.size), torch.randn(2, 3)
+    ce = torch.nn.functional.cross_entropy(counts, torch.tensor([0, 1]))  # 1 step, 2 steps
+    torch.testing.assert_close(plan_loss(PlanOutputs(frames, counts), valid, targets), plan_loss(frames, valid, targets) + ce)
+
+
+def _best_path_by_brute_force(lp: torch.Tensor, steps: int) -> list[int]:
+    """Every path over blank and the actions; the runs of the most probable with `steps` runs."""
+    labels = [PAD, *range(len(SPECIALS), lp.shape[1])]
+    best, runs = -math.inf, None
+    for path in itertools.product(labels, repeat=lp.shape[0]):
+        found = [v for t, v in enumerate(path) if v != PAD and (t == 0 or path[t - 1] != v)]
+        score = sum(lp[t, v].item() for t, v in enumerate(path))
+        if len(found) == steps and score > best:
+            best, runs = score, found
+    return runs
+
+
+def test_counted_actions_is_the_best_path_with_that_many_steps():
+    torch.manual_seed(0)
+    V, G, real = len(SPECIALS) + 3, 7, 5
+    valid = torch.zeros(40, G, dtype=torch.bool)
+    valid[:, G - real:] = True
+    logits = 2 * torch.randn(40, G, V)
+    steps = torch.randint(1, 4, (40,))
+    got = counted_actions(logits, valid, steps)  # one batch: each row its own count
+    for i in range(40):
+        want = _best_path_by_brute_force(logits[i, G - real:].log_softmax(-1), int(steps[i]))
+        assert [v for v in got[i].tolist() if v != PAD] == want, i
+
+
+def test_told_the_count_a_step_greedy_reads_as_blanks_is_found():
+    # "lint and rg -l main": the second step's bytes lean to blank everywhere, so greedy drops it
+    V, first = len(SPECIALS) + 3, len(SPECIALS)
+    lp = torch.full((1, 6, V), -4.0)
+    lp[0, :, PAD] = 0.0
+    lp[0, 1, first] = 2.0  # step one, sure
+    lp[0, 4, first + 2] = -0.5  # step two: its best byte, still under the blank
+    valid = torch.ones(1, 6, dtype=torch.bool)
+    assert greedy_actions(lp, valid)[0, :2].tolist() == [first, PAD]
+    assert counted_actions(lp, valid, torch.tensor([2]))[0, :2].tolist() == [first, first + 2]
+    # a count over the goal's bytes is cut to them: 9 steps cannot fit 6 bytes
+    assert (counted_actions(lp, valid, torch.tensor([9]))[0] != PAD).sum() == 6
+
+
+def test_a_planner_saved_before_the_count_head_loads_and_decodes_greedily():
+    model = small_planner()
+    args = asdict(model.cfg)
+    del args["count_head"]  # what a checkpoint of the first CTC planner holds
+    old = PlannerModel(PlannerConfig(**{**args, "count_head": False, "encoder": model.cfg.encoder}), model.vocab_size)
+    payload = {"model": old.state_dict(), "model_args": args, "vocab_size": old.vocab_size, "actions": ACTIONS}
+    loaded, _ = planner_from_payload(payload, CPU)
+    ids, valid = encode_encoder_batch(["build it"], 24)
+    out = loaded(ids, valid)
+    assert loaded.count_head is None and out.counts is None
+    assert torch.equal(decode_actions(out, valid), greedy_actions(out.frames, valid))
+
+
 # --- the model ---------------------------------------------------------------------------------
 
 def test_every_parameter_gets_a_finite_nonzero_gradient():
@@ -164,9 +229,9 @@ def test_every_parameter_gets_a_finite_nonzero_gradient():
     model = small_planner()
     ids, valid = encode_encoder_batch(["build it", "run the tests please", "lint"], 24)
     _, targets = vocab.encode_batch([["build"], ["test", "lint"], ["lint", "build", "test"]], 8)
-    logits = model(ids, valid)
-    assert logits.shape == (3, 24, vocab.size)
-    plan_loss(logits, valid, targets).backward()
+    out = model(ids, valid)
+    assert out.frames.shape == (3, 24, vocab.size) and out.counts.shape == (3, model.cfg.max_steps)
+    plan_loss(out, valid, targets).backward()  # the count head's loss reaches it too
     dead = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
             or p.grad.abs().sum() == 0]
     assert dead == []
@@ -179,12 +244,14 @@ def test_goal_pads_reach_no_byte_and_every_byte_reads_the_whole_goal():
         base = model(ids, valid)
         pad_changed = ids.clone()
         pad_changed[:, 0] = 200  # position 0 is a left pad in both rows
-        torch.testing.assert_close(model(pad_changed, valid)[valid], base[valid])
+        moved = model(pad_changed, valid)
+        torch.testing.assert_close(moved.frames[valid], base.frames[valid])
+        torch.testing.assert_close(moved.counts, base.counts)
         real_changed = ids.clone()
         real_changed[:, -1] = ord("?")  # the last byte: the first byte's reading changes too
         first = valid.float().argmax(dim=1)
-        out = model(real_changed, valid)
-        assert all((out[i, first[i]] - base[i, first[i]]).abs().max() > 1e-4 for i in range(2))
+        out = model(real_changed, valid).frames
+        assert all((out[i, first[i]] - base.frames[i, first[i]]).abs().max() > 1e-4 for i in range(2))
 
 
 # --- a trained toy -----------------------------------------------------------------------------
@@ -220,14 +287,14 @@ def toy():
     return corpus, vocab, model, plans, bench, events, result
 
 
-def test_the_greedy_plans_of_a_trained_toy_are_its_plans(toy):
+def test_the_decode_plans_of_a_trained_toy_are_its_plans(toy):
     _, vocab, model, plans, bench, events, result = toy
     losses = [e.values["loss"] for e in events if isinstance(e, MetricsLogged) and "loss" in e.values]
     assert len(plans) == 44 and {len(p["plan"]) for p in plans} == {1, 2, 3}
     assert losses[-1] < 0.01 * losses[0] and result.final_loss == losses[-1]
     assert result.coverage_min >= 150  # 450 steps * 16 / 44 goals
     with one_thread():
-        greedy = greedy_plans(model, [p["goal"] for p in plans], vocab, CPU)
+        greedy = decode_plans(model, [p["goal"] for p in plans], vocab, CPU)
         assert bench_loss(model, bench, vocab, CPU) < 0.01 * losses[0]
     assert greedy == [vocab.encode(p["plan"]) for p in plans]
 
@@ -302,7 +369,7 @@ def test_train_planner_logs_every_log_every_steps_and_ends_with_a_loadable_check
     model.eval()
     with torch.no_grad():
         args = (data.goal_ids, data.goal_valid)
-        assert torch.equal(loaded(*args), model(*args))
+        assert all(torch.equal(a, b) for a, b in zip(loaded(*args), model(*args)))
 
 
 def test_a_stop_before_the_first_step_still_checkpoints(small_data):
