@@ -515,8 +515,9 @@ def train_planner(
 def decode_plans(model: PlannerModel, goals: list[str], vocab: PlanVocab, device: torch.device,
                  batch_size: int = 256) -> list[list[int]]:
     """The planner's decoding (decode_actions: counted where it has a count head, else greedy) ->
-    per goal [BOS, STEP, a1, STEP, a2, ..., EOS], the plan vocabulary's rendering. A label that is no action (a special the head should never pick) is kept as it
-    came, so the plan it is in cannot match an expected one."""
+    per goal [BOS, STEP, a1, STEP, a2, ..., EOS], the plan vocabulary's rendering. A label that is
+    no action (a special the head should never pick) is kept as it came, so the plan it is in
+    cannot match an expected one."""
     _check_vocab(model, vocab)
     model.eval()
     out: list[list[int]] = []
