@@ -120,11 +120,9 @@ def run(corpus, profile: Profile, device: torch.device, planner_too: bool, extra
             out[f"{name}_step"] = round(sum(hits) / max(1, len(hits)), 3)
             misses[name] = [(it["goal"], it["predicted"]) for it in items if not it["correct"]][:8]
             if planner.count_head is not None:  # the same model read greedily: what the count adds
-                greedy = replace(planner.cfg, count_head=False)
-                planner.cfg, head = greedy, planner.count_head
-                planner.count_head = None
+                head, planner.count_head = planner.count_head, None  # no counts out: decode_plans reads greedily
                 out[f"{name}_greedy"] = round(score(run_plan_bench(planner, corpus.benches[name], data.vocab, device)), 3)
-                planner.cfg, planner.count_head = replace(greedy, count_head=True), head
+                planner.count_head = head
         out["planner_steps"] = steps["planner"]
         if save is not None:  # the two models as checkpoints hold them (policy_from_payload, planner_from_payload)
             torch.save({"policy": {"model": policy.state_dict(), "model_args": asdict(profile.policy),

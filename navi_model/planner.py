@@ -271,7 +271,8 @@ def counted_path(logits: torch.Tensor, goal_valid: torch.Tensor, steps: torch.Te
     dp[:, 0, PAD] = lp[:, 0, PAD]
     dp[:, 1, first:] = lp[:, 0, first:]
     back = torch.zeros((G, B, K + 1, V), dtype=torch.long, device=dev)  # the state before: k * V + v
-    same_k = torch.arange(K + 1, device=dev)[None, :, None] * V
+    same_k = torch.arange(K + 1, device=dev)[None, :] * V  # a blank keeps its run count
+    prev_k = torch.arange(K, device=dev)[None, :, None]  # runs before a label's state at k = prev_k + 1
     labels = torch.arange(V, device=dev)
     for t in range(1, G):
         best, arg = dp.max(-1)  # (B, K+1): into a blank from anything with as many runs
@@ -284,9 +285,8 @@ def counted_path(logits: torch.Tensor, goal_valid: torch.Tensor, steps: torch.Te
         nd[:, :, PAD] = best + lp[:, t, None, PAD]
         nd[:, 1:, first:] = (torch.where(new_run, other, stay) + lp[:, t, None, :])[..., first:]
         bp = torch.zeros_like(back[0])
-        prev_k = torch.arange(K, device=dev)[None, :, None]
         bp[:, 1:] = torch.where(new_run, prev_k * V + other_idx, (prev_k + 1) * V + labels)
-        bp[:, :, PAD] = same_k[..., 0] + arg  # after the runs' pointers, which filled every column
+        bp[:, :, PAD] = same_k + arg  # after the runs' pointers, which filled every column
         back[t] = bp
         dp = nd
     state = steps * V + dp[torch.arange(B, device=dev), steps].argmax(-1)
