@@ -11,7 +11,9 @@ measure understanding of a request.
     # wordN (whole words hashed into N buckets, 4093 without N),
     # lN (layers), lrX, wdX (weight decay), composeX (X times the corpus's composites made from
     # single goals, navi_model/compose.py), pfreeze (the planner's warm encoder frozen),
-    # slN (the planner's step_layers), nocount (no count head: greedy decoding)
+    # slN (the planner's step_layers), nocount (no count head: greedy decoding), noreader (plans
+    # decoded by the planner alone, without the policy re-reading each step; with the reader,
+    # plan_*_alone reports the planner alone beside)
 
 Prints one JSON line per (variant, seed) and a table at the end.
 """
@@ -33,7 +35,7 @@ from navi_model.assets import holdout_corpus_dir  # noqa: E402
 from navi_model.brain import build_brain_data, planned_steps, to_device  # noqa: E402
 from navi_model.config import Profile, get_profile  # noqa: E402
 from navi_model.corpus.load import load_corpus  # noqa: E402
-from navi_model.evaluate import run_intent_bench  # noqa: E402
+from navi_model.evaluate import policy_step_reader, run_intent_bench  # noqa: E402
 from navi_model.model import PolicyModel  # noqa: E402
 from navi_model.planner import PlannerModel, run_plan_bench, train_planner  # noqa: E402
 from navi_model.train import train_policy  # noqa: E402
@@ -41,7 +43,8 @@ from navi_model.train import train_policy  # noqa: E402
 
 def apply_variant(profile: Profile, variant: str, seed: int) -> tuple[Profile, dict]:
     enc, pt, plt = {}, {"seed": seed}, {"seed": seed}
-    extra = {"pfreeze": False, "step_layers": profile.planner.step_layers, "count_head": profile.planner.count_head}
+    extra = {"noreader": False, "pfreeze": False, "step_layers": profile.planner.step_layers,
+             "count_head": profile.planner.count_head}
     for part in filter(None, variant.split("+")):
         if part == "base":
             continue
@@ -49,6 +52,8 @@ def apply_variant(profile: Profile, variant: str, seed: int) -> tuple[Profile, d
             plt["composed_share"] = float(part[7:] or 1.0)
         elif part == "nocount":
             extra["count_head"] = False
+        elif part == "noreader":
+            extra["noreader"] = True
         elif part == "pfreeze":
             extra["pfreeze"] = True
         elif part == "fold":
@@ -110,8 +115,13 @@ def run(corpus, profile: Profile, device: torch.device, planner_too: bool, extra
             planner.encoder.requires_grad_(False)
         train_planner(planner, to_device(data.plan, device), profile.planner_train, steps=steps["planner"],
                       device=device, emit=quiet, vocab=data.vocab)
+        reader = None if extra["noreader"] else policy_step_reader(policy, corpus.intent_names, data.vocab.actions,
+                                                                     device)
         for name in ("plan_seen", "plan", "plan_wild"):
-            items = run_plan_bench(planner, corpus.benches[name], data.vocab, device)
+            items = run_plan_bench(planner, corpus.benches[name], data.vocab, device, reader=reader)
+            if reader is not None:  # the planner read alone: what the policy's re-reading adds
+                alone = run_plan_bench(planner, corpus.benches[name], data.vocab, device)
+                out[f"{name}_alone"] = round(score(alone), 3)
             out[name] = round(score(items), 3)
             # where a plan goes wrong: its length (a step dropped or added), or a step's intent
             right_len = [it for it in items if len(it["predicted"]) == len(it["expected"])]
@@ -119,7 +129,7 @@ def run(corpus, profile: Profile, device: torch.device, planner_too: bool, extra
             hits = [(a == b) for it in right_len for a, b in zip(it["predicted"], it["expected"]) if b not in ("STEP", "EOS")]
             out[f"{name}_step"] = round(sum(hits) / max(1, len(hits)), 3)
             misses[name] = [(it["goal"], it["predicted"]) for it in items if not it["correct"]][:8]
-            if planner.count_head is not None:  # the same model read greedily: what the count adds
+            if planner.count_head is not None:  # the same model read greedily, alone: what the count adds
                 head, planner.count_head = planner.count_head, None  # no counts out: decode_plans reads greedily
                 out[f"{name}_greedy"] = round(score(run_plan_bench(planner, corpus.benches[name], data.vocab, device)), 3)
                 planner.count_head = head

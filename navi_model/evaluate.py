@@ -6,6 +6,7 @@ import torch
 
 from navi_model.corpus.load import Bench, CorpusError
 from navi_model.model import EncoderConfig, PolicyModel
+from navi_model.planner import StepReader
 from navi_model.vocab import encode_encoder_batch, text_bytes
 
 
@@ -44,3 +45,29 @@ def policy_from_payload(payload: dict, device: torch.device) -> PolicyModel:
     model = PolicyModel(EncoderConfig(**payload["model_args"]), payload["n_intents"])
     model.load_state_dict(payload["model"])
     return model.to(device).eval()
+
+
+def policy_step_reader(model: PolicyModel, intents: list[str], actions: list[str], device: torch.device,
+                       batch_size: int = 256) -> StepReader | None:
+    """The policy as a reader of plan steps (navi_model/planner.StepReader): a step's text -> the
+    policy's log-probabilities of the planner's actions. None where an action is no intent of the
+    policy's (a user's corpus may plan with actions the policy never routes to). A text the
+    policy cannot take (empty, or longer than its seq_len) gets a row of zeros: no opinion, the
+    planner's frames decide that step alone."""
+    if any(a not in intents for a in actions):
+        return None
+    cols = torch.tensor([intents.index(a) for a in actions], device=device)
+
+    @torch.no_grad()
+    def read(texts: list[str]) -> torch.Tensor:
+        model.eval()
+        out = torch.zeros(len(texts), len(actions))
+        fit = [i for i, t in enumerate(texts) if 0 < len(text_bytes(t)) <= model.cfg.seq_len]
+        for i in range(0, len(fit), batch_size):
+            rows = fit[i:i + batch_size]
+            ids, valid = encode_encoder_batch([texts[j] for j in rows], model.cfg.seq_len)
+            logits = model(ids.to(device), valid.to(device)).float().log_softmax(-1)
+            out[rows] = logits[:, cols].cpu()
+        return out
+
+    return read

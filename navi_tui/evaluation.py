@@ -13,7 +13,7 @@ from navi_model import gates as G
 from navi_model.brain import MODELS
 from navi_model.config import GateThresholds, get_profile
 from navi_model.corpus.load import BUNDLED_BENCHES, REQUIRED_BENCHES, Intent, load_bench
-from navi_model.evaluate import policy_from_payload, run_intent_bench
+from navi_model.evaluate import policy_from_payload, policy_step_reader, run_intent_bench
 from navi_model.gates import GateVerdict
 from navi_model.planner import planner_from_payload, run_plan_bench
 from navi_model.talker import (check_gallery_bench, concept_similarity, gallery_summary, prefix_use, run_gallery,
@@ -76,6 +76,20 @@ def _intents(store: Store, run: dict, payloads: dict[str, dict]) -> list[Intent]
     return []
 
 
+def _step_reader(store: Store, run: dict, payloads: dict[str, dict], actions: list[str], device: torch.device):
+    """The brain's reader of plan steps: the policy evaluated beside the planner, else the run's
+    newest policy (the one its planner was warm-started from), as train judges plans. None where the
+    run has no policy or the policy cannot read the planner's actions: the planner decodes alone."""
+    payload = payloads.get("policy")
+    if payload is None:
+        ckpt = store.latest_checkpoint(run["id"], "policy")
+        if ckpt is None:
+            return None
+        payload = load_stored_checkpoint(store, ckpt)
+    intents = [i["name"] for i in payload["intents"]]
+    return policy_step_reader(policy_from_payload(payload, device), intents, actions, device)
+
+
 def evaluate_run(store: Store, *, run_id: int | None, checkpoint_id: int | None, bench_files: list[Path],
                  device: torch.device) -> EvalOutcome:
     run, ckpts = _pick(store, run_id, checkpoint_id)
@@ -108,6 +122,13 @@ def evaluate_run(store: Store, *, run_id: int | None, checkpoint_id: int | None,
             raise EvalUsageError(f"{bench.path}: a {bench.kind} bench needs the {model}, which {what} does not have")
 
     models: dict[str, object] = {}
+    readers: list = []  # the step reader, made once, when the first plan bench needs it
+
+    def reader():
+        if not readers:
+            readers.append(_step_reader(store, run, payloads, models["planner"][1].actions, device))
+        return readers[0]
+
     gates_by_model: dict[str, list[GateVerdict]] = {}
     items: dict[str, list[dict]] = {}
     gallery_rows: list[dict] = []
@@ -120,7 +141,7 @@ def evaluate_run(store: Store, *, run_id: int | None, checkpoint_id: int | None,
         if name in bench_gates.BENCH_GATES:  # a bundled intent or plan bench: judged with its model's others
             if bench.kind == "plan":
                 planner, vocab = models[m]
-                rows = run_plan_bench(planner, bench, vocab, device)
+                rows = run_plan_bench(planner, bench, vocab, device, reader=reader())
             else:
                 rows = run_intent_bench(models[m], bench, [i["name"] for i in payloads["policy"]["intents"]], device)
             judged.setdefault(m, {})[name] = items[bench_gates.BENCH_GATES[name][0]] = rows
@@ -132,7 +153,7 @@ def evaluate_run(store: Store, *, run_id: int | None, checkpoint_id: int | None,
             new = [G.bench_gate(label, rows, getattr(th, f"{bench.kind}_bench"))]
         elif bench.kind == "plan":
             planner, vocab = models[m]
-            rows = run_plan_bench(planner, bench, vocab, device)
+            rows = run_plan_bench(planner, bench, vocab, device, reader=reader())
             new = [G.bench_gate(label, rows, th.plan_bench)]
         elif name == "gallery_wild":  # the hand-written prompts: the gallery's gates, named as train names them
             talker = models[m]

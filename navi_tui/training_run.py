@@ -28,7 +28,7 @@ from navi_model.control import TrainingControl
 from navi_model.corpus.load import Corpus
 from navi_model.brain import planned_steps, preflight, to_device
 from navi_model.distributed import ONE_PROCESS, Ranks
-from navi_model.evaluate import run_intent_bench
+from navi_model.evaluate import policy_step_reader, run_intent_bench
 from navi_model.events import EmitFn, Event, LogLine, MetricsLogged
 from navi_model.gates import GateVerdict, all_passed
 from navi_model.model import PolicyModel, count_params
@@ -333,7 +333,9 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
                                vocab=vocab, control=control, checkpoint_extra={"profile": profile.name},
                                resume=start_from.get("planner"), ranks=ranks)
         steps_done["planner"], final_losses["planner"] = pr.steps, pr.final_loss
-        results = {b: run_plan_bench(planner, corpus.benches[b], vocab, device)
+        # the brain's plans: the planner's steps, each read by the planner and the policy together
+        reader = policy_step_reader(policy, corpus.intent_names, vocab.actions, device)
+        results = {b: run_plan_bench(planner, corpus.benches[b], vocab, device, reader=reader)
                    for b in bench_gates.PLAN_BENCHES if b in present}
         # the training loss on the bench is reported beside the bench, never instead of it (M-014)
         writer.metrics(run_id, pr.steps, "planner",

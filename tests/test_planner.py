@@ -20,9 +20,10 @@ from navi_model.corpus.load import Bench, CorpusError, load_corpus
 from navi_model.events import CheckpointReady, LogLine, MetricsLogged
 from navi_model.model import EncoderConfig
 from navi_model.planner import (
-    BOS, ENDTHINK, EOS, PAD, SPECIALS, STEP, THINK, PlannerConfig, PlannerModel, PlanOutputs, PlanVocab,
-    action_shares, bench_loss, build_plan_data, counted_actions, decode_actions, decode_plans, greedy_actions,
-    plan_actions, plan_loss, planner_from_payload, run_plan_bench, train_planner,
+    BOS, COUNT_PATH_WEIGHT, ENDTHINK, EOS, PAD, SPECIALS, STEP, THINK, PlannerConfig, PlannerModel, PlanOutputs,
+    PlanVocab, action_shares, bench_loss, build_plan_data, counted_actions, decode_actions, decode_plans,
+    greedy_actions, joint_count_path, label_runs, plan_actions, plan_loss, planner_from_payload, reread_steps,
+    run_plan_bench, step_texts, train_planner,
 )
 from navi_model.vocab import TruncationError, VocabRangeError, encode_encoder_batch
 
@@ -171,16 +172,21 @@ def test_plan_loss_adds_the_step_counts_cross_entropy():
     torch.testing.assert_close(with_count, plan_loss(frames, valid, targets) + ce)
 
 
-def _best_path_by_brute_force(lp: torch.Tensor, steps: int) -> list[int]:
-    """Every path over blank and the actions; the runs of the most probable with `steps` runs."""
+def _best_paths_by_brute_force(lp: torch.Tensor) -> dict[int, tuple[float, list[int]]]:
+    """Every path over blank and the actions -> per run count, the log-prob and runs of the best."""
     labels = [PAD, *range(len(SPECIALS), lp.shape[1])]
-    best, runs = -math.inf, None
+    best: dict[int, tuple[float, list[int]]] = {}
     for path in itertools.product(labels, repeat=lp.shape[0]):
         found = [v for t, v in enumerate(path) if v != PAD and (t == 0 or path[t - 1] != v)]
         score = sum(lp[t, v].item() for t, v in enumerate(path))
-        if len(found) == steps and score > best:
-            best, runs = score, found
-    return runs
+        if score > best.get(len(found), (-math.inf,))[0]:
+            best[len(found)] = (score, found)
+    return best
+
+
+def _best_path_by_brute_force(lp: torch.Tensor, steps: int) -> list[int]:
+    """The runs of the most probable path with `steps` runs."""
+    return _best_paths_by_brute_force(lp)[steps][1]
 
 
 def test_counted_actions_is_the_best_path_with_that_many_steps():
@@ -194,6 +200,20 @@ def test_counted_actions_is_the_best_path_with_that_many_steps():
     for i in range(40):
         want = _best_path_by_brute_force(logits[i, G - real:].log_softmax(-1), int(steps[i]))
         assert [v for v in got[i].tolist() if v != PAD] == want, i
+
+
+def test_joint_count_path_is_the_best_count_and_path_together():
+    torch.manual_seed(1)
+    V, G, real, M = len(SPECIALS) + 3, 7, 5, 3
+    valid = torch.zeros(30, G, dtype=torch.bool)
+    valid[:, G - real:] = True
+    logits, counts = 2 * torch.randn(30, G, V), 2 * torch.randn(30, M)
+    got = joint_count_path(logits, valid, counts)
+    for i in range(30):
+        paths = _best_paths_by_brute_force(logits[i, G - real:].log_softmax(-1))
+        clp = counts[i].log_softmax(-1)
+        k = max(range(1, M + 1), key=lambda k: clp[k - 1].item() + COUNT_PATH_WEIGHT * paths[k][0])
+        assert [v for v, _, _ in label_runs(got[i].tolist())] == paths[k][1], i
 
 
 def test_told_the_count_a_step_greedy_reads_as_blanks_is_found():
@@ -210,6 +230,26 @@ def test_told_the_count_a_step_greedy_reads_as_blanks_is_found():
     assert (counted_actions(lp, valid, torch.tensor([9]))[0] != PAD).sum() == 6
 
 
+def test_the_joint_count_drops_a_step_that_would_split_a_word_and_keeps_one_the_frames_hold():
+    V, first = len(SPECIALS) + 3, len(SPECIALS)
+    # "yarn install": one step whose frames are sure; a count head that says 2 (0.6 against 0.4)
+    lp = torch.full((1, 6, V), -6.0)
+    lp[0, :, PAD] = 0.0
+    lp[0, 2, first] = 3.0
+    valid = torch.ones(1, 6, dtype=torch.bool)
+    says_two = torch.tensor([[0.4, 0.6, 1e-6]]).log()
+    assert (counted_actions(lp, valid, says_two.argmax(-1) + 1)[0] != PAD).sum() == 2  # the head alone: 2
+    one = joint_count_path(lp, valid, says_two)
+    assert [v for v, _, _ in label_runs(one[0].tolist())] == [first]
+    # a second step the frames do hold (under the blank, as an unseen phrasing's is) stays
+    lp[0, 4, first + 2] = -0.2  # costs the path 0.2 nats (weighted: less), less than the head's log(0.6 / 0.4)
+    two = joint_count_path(lp, valid, says_two)
+    assert [v for v, _, _ in label_runs(two[0].tolist())] == [first, first + 2]
+    # a count over the goal's bytes is never chosen: 3 steps cannot fit 2 bytes
+    short = joint_count_path(lp[:, :2], valid[:, :2], torch.tensor([[1e-6, 1e-6, 1.0]]).log())
+    assert len(label_runs(short[0].tolist())) <= 2
+
+
 def test_a_planner_saved_before_the_count_head_loads_and_decodes_greedily():
     model = small_planner()
     args = asdict(model.cfg)
@@ -221,6 +261,65 @@ def test_a_planner_saved_before_the_count_head_loads_and_decodes_greedily():
     out = loaded(ids, valid)
     assert loaded.count_head is None and out.counts is None
     assert torch.equal(decode_actions(out, valid), greedy_actions(out.frames, valid))
+
+
+# --- re-reading each step with a reader (the policy) ------------------------------------------
+
+def test_label_runs_collapse_repeats_and_split_at_blanks():
+    a, b = len(SPECIALS), len(SPECIALS) + 1
+    assert label_runs([PAD, a, a, PAD, a, b, b, PAD]) == [(a, 1, 2), (a, 4, 4), (b, 5, 6)]
+    assert label_runs([PAD, PAD]) == []
+
+
+def test_step_texts_cut_at_the_connector_nearest_the_middle_and_drop_connectors():
+    goal = "fmt the code and then run lint"  # 30 bytes, left-padded in a grid of 40: byte j at column 10 + j
+    runs = [(6, 10, 11), (8, 36, 39)]  # "fm" and "lint"
+    # connectors begin at "and" (13) and "then" (17) in bytes 2..26; 13 is nearest the middle, 14
+    assert step_texts(goal, runs, 40) == ["fmt the code", "run lint"]
+    g = "review the diff, then build with sbt, then tst thanks"  # 53 bytes in 60: byte j at 7 + j
+    assert step_texts(g, [(6, 17, 20), (7, 29, 33), (8, 50, 52)], 60) == ["review the diff", "build with sbt",
+                                                                         "tst thanks"]
+    assert step_texts("lint", [(8, 36, 39)], 40) == ["lint"]
+    # no connector between the runs: the space nearest the middle, else the middle itself
+    assert step_texts("cargo clean cargo build", [(6, 17, 21), (7, 35, 39)], 40) == ["cargo clean", "cargo build"]
+    assert step_texts("abcd", [(6, 36, 36), (7, 39, 39)], 40) == ["ab", "cd"]
+    # a connector word inside a word is no connector ("android", "thence"), and case is no matter
+    assert step_texts("build android THEN test", [(6, 17, 21), (7, 36, 39)], 40) == ["build android", "test"]
+
+
+def test_a_reader_sure_of_a_step_outvotes_an_unsure_planner_and_no_opinion_keeps_its_label():
+    first = len(SPECIALS)
+    frames = torch.full((4, first + 3), -3.0)
+    frames[0:2, first] = 0.5  # step one: the planner leans to "build", barely
+    frames[0:2, first + 1] = 0.3
+    frames[3, first + 2] = 4.0  # step two: "lint", sure
+    runs = [(first, 0, 1), (first + 2, 3, 3)]
+    sure_test = torch.tensor([[-5.0, -0.01, -5.0], [-1.1, -1.1, -1.1]])
+    assert reread_steps(frames, runs, sure_test) == [first + 1, first + 2]
+    assert reread_steps(frames, runs, torch.zeros(2, 3)) == [first, first + 2]
+    # a special the head picked stays as it came: the plan it is in cannot match
+    assert reread_steps(frames, [(EOS, 0, 1)], sure_test[:1]) == [EOS]
+
+
+def test_decode_plans_with_a_reader_keeps_the_planners_steps_and_takes_the_readers_labels():
+    model = small_planner()
+    vocab = PlanVocab(ACTIONS)
+    goals = ["build it", "test, then lint"]
+    with one_thread():
+        alone = decode_plans(model, goals, vocab, CPU)
+        seen: list[str] = []
+
+        def always_lint(texts):  # a reader sure that every step is "lint"
+            seen.extend(texts)
+            out = torch.full((len(texts), 3), -20.0)
+            out[:, 2] = 0.0
+            return out
+
+        read = decode_plans(model, goals, vocab, CPU, reader=always_lint)
+    assert len(seen) == sum(sum(t >= len(SPECIALS) for t in plan) for plan in alone)
+    for a, r in zip(alone, read):
+        assert [t >= len(SPECIALS) for t in a] == [t >= len(SPECIALS) for t in r]  # same steps, same places
+        assert all(t == vocab.id("lint") for t in r if t >= len(SPECIALS))
 
 
 # --- the model ---------------------------------------------------------------------------------

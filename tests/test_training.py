@@ -11,7 +11,7 @@ from navi_model.config import TrainConfig
 from navi_model.control import TrainingControl
 from navi_model.corpus.load import load_corpus
 from navi_model.data import build_policy_data
-from navi_model.evaluate import run_intent_bench
+from navi_model.evaluate import policy_step_reader, run_intent_bench
 from navi_model.events import CheckpointReady, MetricsLogged
 from navi_model.model import EncoderConfig, PolicyModel
 from navi_model.train import get_lr, steps_for_coverage, train_policy
@@ -47,6 +47,21 @@ def test_loss_falls_and_accuracy_beats_chance(small):
     items = run_intent_bench(model, held_out, INTENTS, torch.device("cpu"))
     accuracy = sum(it["correct"] for it in items) / len(items)
     assert accuracy > 2 / len(INTENTS)  # twice chance, on goals it never trained on
+
+
+def test_the_policy_reads_plan_steps_in_the_planners_action_order():
+    model = tiny_model()
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.arange(len(INTENTS), dtype=torch.float))  # git_log likeliest, build least
+    read = policy_step_reader(model, INTENTS, ["git_log", "build"], torch.device("cpu"))
+    out = read(["show the log", "", "x" * 65])
+    assert out.shape == (3, 2)
+    full = torch.arange(len(INTENTS), dtype=torch.float).log_softmax(-1)
+    assert torch.allclose(out[0], full[[5, 0]])  # the policy's log-probs of those two intents
+    assert out[1:].eq(0).all()  # empty, and over the policy's 64 bytes: no opinion
+    # an action the policy never routes to: no reader, the planner decodes alone
+    assert policy_step_reader(model, INTENTS, ["build", "deploy"], torch.device("cpu")) is None
 
 
 def test_loss_is_read_back_every_log_every_steps_not_every_step(small):
