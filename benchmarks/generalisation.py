@@ -9,7 +9,8 @@ measure understanding of a request.
     # a variant is a '+'-joined list of overrides: fold, ngram (4093 buckets), ngramN (N buckets),
     # noiseR (noise rate R), passesP (policy passes per goal), ppassesP (planner's), dD (d_model),
     # wordN (whole words hashed into N buckets, 4093 without N),
-    # lN (layers), lrX, wdX (weight decay), composeX (X times the corpus's composites made from
+    # lN (layers), lrX, plrX (the planner's lr alone), pwarmN (its warmup steps), wdX (weight decay),
+    # composeX (X times the corpus's composites made from
     # single goals, navi_model/compose.py), pfreeze (the planner's warm encoder frozen),
     # slN (the planner's step_layers), nocount (no count head: greedy decoding), noreader (plans
     # decoded by the planner alone, without the policy re-reading each step; with the reader,
@@ -36,6 +37,7 @@ from navi_model.brain import build_brain_data, planned_steps, to_device  # noqa:
 from navi_model.config import Profile, get_profile  # noqa: E402
 from navi_model.corpus.load import load_corpus  # noqa: E402
 from navi_model.evaluate import policy_step_reader, run_intent_bench  # noqa: E402
+from navi_model.events import MetricsLogged  # noqa: E402
 from navi_model.model import PolicyModel  # noqa: E402
 from navi_model.planner import PlannerModel, run_plan_bench, train_planner  # noqa: E402
 from navi_model.train import train_policy  # noqa: E402
@@ -76,6 +78,10 @@ def apply_variant(profile: Profile, variant: str, seed: int) -> tuple[Profile, d
             enc["n_layers"] = int(part[1:])
         elif part.startswith("lr"):
             pt["lr"] = plt["lr"] = float(part[2:])
+        elif part.startswith("plr"):
+            plt["lr"] = float(part[3:])
+        elif part.startswith("pwarm"):
+            plt["warmup_steps"] = int(part[5:])
         elif part.startswith("wd"):
             pt["weight_decay"] = plt["weight_decay"] = float(part[2:])
         else:
@@ -113,8 +119,15 @@ def run(corpus, profile: Profile, device: torch.device, planner_too: bool, extra
         planner.encoder.load_state_dict(policy.encoder.state_dict())
         if extra["pfreeze"]:
             planner.encoder.requires_grad_(False)
+        accs: list[tuple[int, float]] = []  # (step, training plans right): when the planner leaves the blank plateau
+
+        def track(event) -> None:
+            if isinstance(event, MetricsLogged) and "plan_acc" in event.values:
+                accs.append((event.step, event.values["plan_acc"]))
         train_planner(planner, to_device(data.plan, device), profile.planner_train, steps=steps["planner"],
-                      device=device, emit=quiet, vocab=data.vocab)
+                      device=device, emit=track, vocab=data.vocab)
+        out["planner_takeoff"] = next((step for step, acc in accs if acc >= 0.5), None)
+        out["planner_final_acc"] = round(accs[-1][1], 3) if accs else None
         reader = None if extra["noreader"] else policy_step_reader(policy, corpus.intent_names, data.vocab.actions,
                                                                      device)
         for name in ("plan_seen", "plan", "plan_wild"):
