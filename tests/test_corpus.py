@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from navi_model.corpus import catalog, holdout
+from navi_model.corpus import catalog, generate, holdout
 from navi_model.corpus.generate import GENERATED, write_corpus
 from navi_model.corpus.load import (BUNDLED_BENCHES, OPTIONAL_BENCHES, REQUIRED_BENCHES, WILD_BENCHES, CorpusError,
                                     load_bench, load_corpus)
@@ -74,11 +74,16 @@ def test_bench_sizes(corpus):
 
 
 def test_training_file_sizes(corpus):
-    # the tiny profile's steps scale with the unique lines: as many as before issue 16
-    assert len(corpus.goals) == len({g["goal"] for g in corpus.goals}) == 120 * len(corpus.intents)
-    assert len(corpus.plans) == len({p["goal"] for p in corpus.plans}) == 5160
-    assert 780 <= len(corpus.dialogues) <= 830
-    assert len({d["prompt"] for d in corpus.dialogues}) <= 560
+    # the tiny profile's steps scale with the unique lines: GOALS_PER_INTENT per intent, or one line per
+    # training core (and the must-pass repeats) where an intent has more training cores than that
+    train, _ = holdout.split_cores()
+    want = {s.name: max(generate.GOALS_PER_INTENT,
+                        len(train[s.name]) + (generate.MUST_PASS_LINES - 1) * len(s.must_pass)) for s in catalog.INTENTS}
+    assert len(corpus.goals) == len({g["goal"] for g in corpus.goals}) == sum(want.values())
+    actions = sum(want[s.name] for s in catalog.action_intents())
+    assert len(corpus.plans) == len({p["goal"] for p in corpus.plans}) == actions + generate.TRAIN_COMPOSITES
+    assert 750 <= len(corpus.dialogues) <= 850
+    assert len({d["prompt"] for d in corpus.dialogues}) <= 600  # drawn from more goals than the 2640 of before
 
 
 def test_check_the_build_is_a_must_pass_paraphrase_of_check(corpus):

@@ -132,8 +132,9 @@ def test_a_typo_that_makes_a_held_out_core_is_named(tmp_path):
     # a slip in a training line can spell a held-out core ("lint the code" -> "lint teh code")
     folder = tmp_path / "corpus"
     shutil.copytree(CORPUS, folder)
-    misspelt = next(c for c in HELD["lint"] + HELD["build"] + HELD["test"]
-                    if c in ("lint teh code", "buidl the project", "run teh test suite"))
+    misspelt = next(c for cs in HELD.values() for c in cs
+                    if c in ("lint teh code", "buidl the project", "run teh test suite", "git sttaus", "show the dif",
+                             "chekc the types", "waht is staged", "commti the changes", "trian the brain"))
     with open(folder / "goals.jsonl", "a") as f:
         f.write(json.dumps({"goal": f"Please {misspelt} now", "intent": "lint"}) + "\n")
     n = len((folder / "goals.jsonl").read_text().splitlines())
@@ -209,8 +210,8 @@ def test_every_connector_and_a_third_of_three_step_plans(corpus, name):
     lengths = Counter(len(p["plan"]) for p in plans)
     assert set(lengths) == {2, 3}
     assert lengths[3] >= 0.3 * len(plans), (name, lengths)
-    if name == "plans.jsonl":  # of every line, single steps included
-        assert lengths[3] >= 0.3 * len(corpus.plans)
+    if name == "plans.jsonl":  # of every line, single steps included (fewer since each core has a line)
+        assert lengths[3] >= 0.2 * len(corpus.plans)
 
 
 def test_training_lines_vary_in_case_punctuation_filler_and_typos(corpus, index):

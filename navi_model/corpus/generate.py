@@ -30,10 +30,11 @@ from navi_model.corpus import catalog, holdout
 from navi_model.corpus.catalog import INTENTS, IntentSpec
 
 SEED = 20261124
-GOALS_PER_INTENT = 120  # training lines per intent: more variety per line, not more lines (tiny's budget)
+GOALS_PER_INTENT = 120  # the fewest training lines per intent; an intent with more training cores gets one
+# line per training core plus the must-pass repeats (_goals), so no core is left without a line
 POLICY_BENCH_SIZE = 64
 TRAIN_COMPOSITES = 3000  # composites must be many: 480 were memorised (11/21 on held-out plans)
-TRAIN_TRIPLES = 1560  # of them 3 steps: 52% of composites, 30% of every line of plans.jsonl
+TRAIN_TRIPLES = 1560  # of them 3 steps: 52% of composites, 23% of every line of plans.jsonl
 PLAN_BENCH_SIZE, PLAN_BENCH_TRIPLES = 40, 14
 PLAN_SEEN_SIZE, PLAN_SEEN_TRIPLES = 30, 10
 CONVERSATIONS = 400
@@ -165,20 +166,22 @@ class Rules:
 
 
 def _goals(rng: random.Random, rules: Rules, seen: set[str]) -> dict[str, list[str]]:
-    """GOALS_PER_INTENT training lines per intent, every training core in turn."""
+    """Training lines per intent, every training core in turn: GOALS_PER_INTENT, or one round of the
+    cores (each training core once, each must-pass core MUST_PASS_LINES times) when that is longer."""
     out = {}
     for spec in INTENTS:
         cores = list(rules.train[spec.name])
+        want = max(GOALS_PER_INTENT, len(cores) + (MUST_PASS_LINES - 1) * len(spec.must_pass))
         rng.shuffle(cores)
-        # the must-pass cores need MUST_PASS_LINES clean lines, and with 80 or more cores an intent's round
-        # is nearly GOALS_PER_INTENT lines long: each comes MUST_PASS_LINES times in a round, spread over it
+        # the must-pass cores need MUST_PASS_LINES clean lines, and an intent's lines are about one round
+        # of its cores: each comes MUST_PASS_LINES times in a round, spread over it
         step = len(cores) // MUST_PASS_LINES
         for n in range(MUST_PASS_LINES - 1, 0, -1):
             cores[n * step:n * step] = spec.must_pass
         lines: list[str] = []
         plain = {p: 0 for p in spec.must_pass}  # typo-free lines holding each must-pass core
         k = 0
-        while len(lines) < GOALS_PER_INTENT:
+        while len(lines) < want:
             core = cores[k % len(cores)]
             k += 1
             for _ in range(50):
@@ -194,8 +197,8 @@ def _goals(rng: random.Random, rules: Rules, seen: set[str]) -> dict[str, list[s
                 seen.add(key)
                 lines.append(line)
                 break
-            if k > 100 * GOALS_PER_INTENT:
-                raise AssertionError(f"{spec.name}: cannot phrase {GOALS_PER_INTENT} training lines")
+            if k > 100 * want:
+                raise AssertionError(f"{spec.name}: cannot phrase {want} training lines")
         short = [p for p, n in plain.items() if n < MUST_PASS_LINES]
         if short:
             raise AssertionError(f"{spec.name}: must-pass cores {short} are in too few training lines")
