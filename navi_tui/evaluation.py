@@ -15,7 +15,7 @@ from navi_model.config import GateThresholds, get_profile
 from navi_model.corpus.load import BUNDLED_BENCHES, REQUIRED_BENCHES, Intent, load_bench
 from navi_model.evaluate import policy_from_payload, policy_step_reader, run_intent_bench
 from navi_model.gates import GateVerdict
-from navi_model.planner import planner_from_payload, run_plan_bench
+from navi_model.planner import StepReader, planner_from_payload, run_plan_bench
 from navi_model.talker import (check_gallery_bench, concept_similarity, gallery_summary, prefix_use, run_gallery,
                                 talker_from_payload)
 from store import Store
@@ -76,7 +76,8 @@ def _intents(store: Store, run: dict, payloads: dict[str, dict]) -> list[Intent]
     return []
 
 
-def _step_reader(store: Store, run: dict, payloads: dict[str, dict], actions: list[str], device: torch.device):
+def _step_reader(store: Store, run: dict, payloads: dict[str, dict], actions: list[str],
+                 device: torch.device) -> StepReader | None:
     """The brain's reader of plan steps: the policy evaluated beside the planner, else the run's
     newest policy (the one its planner was warm-started from), as train judges plans. None where the
     run has no policy or the policy cannot read the planner's actions: the planner decodes alone."""
@@ -122,9 +123,9 @@ def evaluate_run(store: Store, *, run_id: int | None, checkpoint_id: int | None,
             raise EvalUsageError(f"{bench.path}: a {bench.kind} bench needs the {model}, which {what} does not have")
 
     models: dict[str, object] = {}
-    readers: list = []  # the step reader, made once, when the first plan bench needs it
+    readers: list[StepReader | None] = []  # the step reader, made once, when the first plan bench needs it
 
-    def reader():
+    def reader() -> StepReader | None:
         if not readers:
             readers.append(_step_reader(store, run, payloads, models["planner"][1].actions, device))
         return readers[0]

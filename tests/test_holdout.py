@@ -264,6 +264,14 @@ def test_the_generator_refuses_a_leak(monkeypatch):
     assert rules.ok(f"{TRAIN['clean'][0]} and then {TRAIN['build'][0]}", ["clean", "build"], False, 116)
 
 
+def test_the_generators_wild_guard_holds_every_wild_bench():
+    # by default the guard reads the folder the wild benches sit in: 150+ requests, 40+ plans and
+    # 40+ gallery prompts, none of which a generated line may equal (it read an empty folder once)
+    texts = generate.wild_texts()
+    assert len(texts) >= 230
+    assert texts == generate.wild_texts(CORPUS)
+
+
 def test_read_jsonl_sees_the_generated_files():
     # the worktree's files, not an installed copy: every generated file is here and parses
     for name in generate.GENERATED:

@@ -342,8 +342,10 @@ def wild_texts(folder: Path | None = None) -> set[str]:
     from navi_model.corpus.load import BUNDLED_BENCHES, WILD_BENCHES, read_jsonl
 
     if folder is None:
-        # this checkout's files when run from one, else the installed ones
-        folder = Path(__file__).resolve().parents[2] / "assets" / "corpus"
+        # the folder the wild benches sit in, this checkout's when run from one, else the installed
+        # one (until 2026-12-03 this read assets/corpus, which has no wild benches, and the guard
+        # was empty; tests/test_wild_benches.py found no leak)
+        folder = Path(__file__).resolve().parents[2] / "assets" / "holdout_corpus"
         if not folder.is_dir():
             from navi_model.assets import holdout_corpus_dir
 
@@ -419,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     from navi_model.assets import holdout_corpus_dir
 
     ap = argparse.ArgumentParser(description="regenerate navi's bundled corpus")
-    ap.add_argument("--out", type=Path, default=None, help="folder to write (default: the bundled assets/corpus)")
+    ap.add_argument("--out", type=Path, default=None, help="folder to write (default: assets/holdout_corpus)")
     args = ap.parse_args(argv)
     for path in write_corpus(args.out or holdout_corpus_dir()):
         print(path)
