@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,12 +124,9 @@ def evaluate_run(store: Store, *, run_id: int | None, checkpoint_id: int | None,
             raise EvalUsageError(f"{bench.path}: a {bench.kind} bench needs the {model}, which {what} does not have")
 
     models: dict[str, object] = {}
-    readers: list[StepReader | None] = []  # the step reader, made once, when the first plan bench needs it
-
-    def reader() -> StepReader | None:
-        if not readers:
-            readers.append(_step_reader(store, run, payloads, models["planner"][1].actions, device))
-        return readers[0]
+    @functools.cache
+    def reader() -> StepReader | None:  # made once, when the first plan bench needs it
+        return _step_reader(store, run, payloads, models["planner"][1].actions, device)
 
     gates_by_model: dict[str, list[GateVerdict]] = {}
     items: dict[str, list[dict]] = {}
