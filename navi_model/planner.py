@@ -18,9 +18,13 @@ which is what a step phrased in words never trained does ("ok so refresh the loc
 rg -l main" -> no step at all); told the count, the path places it where it is likeliest. The
 head alone over-counts short unfamiliar goals, which the path's cost corrects.
 
-What each step is: the brain's policy, trained on every single-step phrasing, re-reads each
-step's text (the goal cut at a connector between the path's runs), and a step's action is the
-one the planner's frames and the policy favour together (decode_plans with a reader).
+Where the steps are and what each is (decode_plans with a reader, the brain's plans): the goal
+is cut into pieces at its connectors ("," ";" "then" "and" ...), every cut and every count a
+candidate, and the brain's policy, trained on every single-step phrasing, reads each piece. A
+piece's action is the one the planner's strongest frame in it and the policy favour together,
+and the cut kept is the one whose count, path and pieces score best (segment_steps). A CTC run
+spikes anywhere inside its step's words, so cutting between the path's runs (the brain until
+2026-12-03) split steps mid-word.
 
 Why not a decoder that writes STEP a1 STEP a2 EOS token by token (the planner until 2026-12-03):
 it had to learn both what each step is and how many there are from a pooled reading of the
@@ -43,6 +47,7 @@ What the failure log asks of this model:
 """
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Callable, NamedTuple
@@ -620,6 +625,23 @@ def _bare(text: str) -> str:
     return text
 
 
+def _path_cuts(b: bytes, runs: list[tuple[int, int, int]], off: int) -> list[int]:
+    """The byte positions of b where step_texts cuts between the runs of a path (columns of a grid
+    left-padded by off bytes)."""
+    cuts = []
+    for (_, _, end), (_, start, _) in zip(runs, runs[1:]):
+        lo, hi = end + 1 - off, start - off
+        mid = (lo + hi) // 2
+        marks = _connector_starts(b, lo, hi) or [j for j in range(lo, hi + 1) if j < len(b) and b[j] == 32]
+        cuts.append(min(marks, key=lambda j: abs(j - mid)) if marks else mid)
+    return cuts
+
+
+def _pieces(b: bytes, cuts: tuple[int, ...] | list[int]) -> list[str]:
+    bounds = [0, *cuts, len(b)]
+    return [_bare(b[a:c].decode("utf-8", "replace")) for a, c in zip(bounds, bounds[1:])]
+
+
 def step_texts(goal: str, runs: list[tuple[int, int, int]], seq_len: int) -> list[str]:
     """The text of each run's step. Between two runs the goal is cut where a connector begins
     ("," ";" "then" "and" "after" ...), the one nearest the middle of the bytes between the runs;
@@ -627,15 +649,7 @@ def step_texts(goal: str, runs: list[tuple[int, int, int]], seq_len: int) -> lis
     connectors at its edges ("fmt the code | and then run lint" -> "fmt the code", "run lint").
     Columns are of the LEFT-padded grid of seq_len. A text left empty is read as no opinion."""
     b = bytes(text_bytes(goal))
-    off = seq_len - len(b)
-    cuts = [0]
-    for (_, _, end), (_, start, _) in zip(runs, runs[1:]):
-        lo, hi = end + 1 - off, start - off
-        mid = (lo + hi) // 2
-        marks = _connector_starts(b, lo, hi) or [j for j in range(lo, hi + 1) if j < len(b) and b[j] == 32]
-        cuts.append(min(marks, key=lambda j: abs(j - mid)) if marks else mid)
-    cuts.append(len(b))
-    return [_bare(b[a:c].decode("utf-8", "replace")) for a, c in zip(cuts, cuts[1:])]
+    return _pieces(b, _path_cuts(b, runs, seq_len - len(b)))
 
 
 def reread_steps(frames: torch.Tensor, runs: list[tuple[int, int, int]], read: torch.Tensor) -> list[int]:
@@ -654,13 +668,84 @@ def reread_steps(frames: torch.Tensor, runs: list[tuple[int, int, int]], read: t
     return out
 
 
+# how much the reading of a cut's pieces weighs against the count's and the path's scores (segment_steps).
+# Read off the held-out-core plans of three tiny runs (0.1 and 0.3 alike, 1 over-trusted the pieces)
+SEGMENT_WEIGHT = 0.1
+
+
+def segment_steps(outputs: PlanOutputs, goal_valid: torch.Tensor, goals: list[str], reader: StepReader) -> list[list[int]]:
+    """Each goal's steps, cut at its connectors and read -> its plan's action labels.
+
+    The CTC path places a step's run anywhere inside the step's words, and two runs can spike in
+    one step ("which files did i t|ouch"), so cutting between the path's runs split steps where no
+    user would. The candidates here are, for every count k, every cut of the goal into k pieces at
+    its connectors ("," ";" "then" "and" ...); where the connectors are too few for k pieces
+    ("cargo clean cargo build"), the cut between the runs of the best path with k runs.
+
+    A piece's label is the action that maximises the planner's strongest frame for it inside the
+    piece (full softmax, the blank included: a piece with no step in it has no spike) plus the
+    reader's log-probability of the piece's text. The candidate kept maximises log P_count(k) +
+    COUNT_PATH_WEIGHT * log P(best path with k runs) + SEGMENT_WEIGHT * the sum of its pieces'
+    scores. A piece left empty by its connectors ("," of ", then") makes no candidate; a goal with
+    none keeps its path's labels.
+
+    Tiny, 2-core CPU, the three runs of the 80-plan bench (docs/benchmarks.md): held-out-core
+    plans 0.76 -> 0.85, seen 0.94 -> 0.98, wild 0.85 -> 0.90.
+    """
+    first = len(SPECIALS)
+    B, G, _ = outputs.frames.shape
+    M = outputs.counts.shape[1]
+    last, back = _viterbi(outputs.frames, goal_valid, M)
+    base = (outputs.counts.float().log_softmax(-1) + COUNT_PATH_WEIGHT * last.max(-1).values[:, 1:]).cpu()
+    dev = goal_valid.device
+    paths = [_backtrack(last, back, torch.full((B,), k, device=dev), goal_valid).tolist() for k in range(1, M + 1)]
+    spikes = outputs.frames.float().log_softmax(-1)[..., first:].cpu()  # (B, G, actions)
+    cands: list[list[tuple[int, list[tuple[int, int]], list[str]]]] = []  # per goal: (k, spans, texts)
+    for g, goal in enumerate(goals):
+        b = bytes(text_bytes(goal))
+        off = G - len(b)
+        marks = _connector_starts(b, 1, len(b) - 1)
+        mine = []
+        for k in range(1, min(M, len(b)) + 1):
+            cuts = set(itertools.combinations(marks, k - 1))
+            runs = label_runs(paths[k - 1][g])
+            if not cuts and len(runs) == k:  # too few connectors for k steps: cut between the path's runs
+                cuts.add(tuple(_path_cuts(b, runs, off)))
+            for cut in sorted(cuts):
+                bounds = [0, *cut, len(b)]
+                if any(x >= y for x, y in zip(bounds, bounds[1:])):
+                    continue
+                texts = _pieces(b, cut)
+                if all(texts):
+                    mine.append((k, [(off + x, off + y) for x, y in zip(bounds, bounds[1:])], texts))
+        cands.append(mine)
+    unique = sorted({t for mine in cands for _, _, texts in mine for t in texts})
+    read = dict(zip(unique, reader(unique).float())) if unique else {}
+    out: list[list[int]] = []
+    for g, mine in enumerate(cands):
+        best: tuple[float, list[int]] | None = None
+        for k, spans, texts in mine:
+            total, labels = float(base[g, k - 1]), []
+            for (x, y), t in zip(spans, texts):
+                score = spikes[g, x:y].max(0).values + read[t]
+                labels.append(first + int(score.argmax()))
+                total += SEGMENT_WEIGHT * float(score.max())
+            if best is None or total > best[0]:
+                best = (total, labels)
+        if best is None:  # nothing to read: the path's own steps
+            best = (0.0, [v for v, _, _ in label_runs(decode_path(outputs, goal_valid)[g].tolist())])
+        out.append(best[1])
+    return out
+
+
 @torch.no_grad()
 def decode_plans(model: PlannerModel, goals: list[str], vocab: PlanVocab, device: torch.device,
                  batch_size: int = 256, reader: StepReader | None = None) -> list[list[int]]:
     """The planner's decoding (decode_path: counted where it has a count head, else greedy) ->
-    per goal [BOS, STEP, a1, STEP, a2, ..., EOS], the plan vocabulary's rendering. With a reader,
-    each step's action is chosen by the planner's frames and the reader together (reread_steps);
-    the steps themselves, how many and where, are the planner's. A label that is no action (a
+    per goal [BOS, STEP, a1, STEP, a2, ..., EOS], the plan vocabulary's rendering. With a reader
+    (the brain's plans), the goal is cut into its steps at its connectors and each piece read by the
+    planner's frames and the reader together (segment_steps); without a count head, the greedy
+    path's steps are each re-read (reread_steps). A label that is no action (a
     special the head should never pick) is kept as it came, so the plan it is in cannot match an
     expected one."""
     _check_vocab(model, vocab)
@@ -672,13 +757,16 @@ def decode_plans(model: PlannerModel, goals: list[str], vocab: PlanVocab, device
         ids, valid = encode_encoder_batch(chunk, seq_len)
         valid = valid.to(device)
         outputs = model(ids.to(device), valid)
-        all_runs = [label_runs(row) for row in decode_path(outputs, valid).tolist()]
-        if reader is not None:
-            texts = [step_texts(goal, runs, seq_len) for goal, runs in zip(chunk, all_runs)]
-            read = reader([t for ts in texts for t in ts]).split([len(ts) for ts in texts])
-            labels = [reread_steps(f, runs, r) for f, runs, r in zip(outputs.frames, all_runs, read)]
+        if reader is not None and outputs.counts is not None:
+            labels = segment_steps(outputs, valid, chunk, reader)
         else:
-            labels = [[v for v, _, _ in runs] for runs in all_runs]
+            all_runs = [label_runs(row) for row in decode_path(outputs, valid).tolist()]
+            if reader is None:
+                labels = [[v for v, _, _ in runs] for runs in all_runs]
+            else:  # no count head: the greedy path's steps, each re-read
+                texts = [step_texts(goal, runs, seq_len) for goal, runs in zip(chunk, all_runs)]
+                read = reader([t for ts in texts for t in ts]).split([len(ts) for ts in texts])
+                labels = [reread_steps(f, runs, r) for f, runs, r in zip(outputs.frames, all_runs, read)]
         for row in labels:
             plan = [BOS]
             for t in row:

@@ -64,9 +64,9 @@ def test_catalog_has_the_required_intents(corpus):
 def test_bench_sizes(corpus):
     assert set(corpus.benches) == set(BUNDLED_BENCHES)
     assert len(corpus.benches["policy"].items) == 64
-    assert len(corpus.benches["plan"].items) == 40
+    assert len(corpus.benches["plan"].items) == 80
     assert all(len(it["plan"]) >= 2 for it in corpus.benches["plan"].items)  # composite goals
-    assert len(corpus.benches["plan_seen"].items) == 30
+    assert len(corpus.benches["plan_seen"].items) == 80
     assert 45 <= len(corpus.benches["gallery"].items) <= 55
     assert len(corpus.benches["policy_unseen"].items) >= 100
     for name in corpus.intent_names:  # the unseen bench spreads over every intent

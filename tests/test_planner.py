@@ -23,7 +23,7 @@ from navi_model.planner import (
     BOS, COUNT_PATH_WEIGHT, ENDTHINK, EOS, PAD, SPECIALS, STEP, THINK, PlannerConfig, PlannerModel, PlanOutputs,
     PlanVocab, action_shares, bench_loss, build_plan_data, counted_actions, decode_actions, decode_plans,
     greedy_actions, joint_count_path, label_runs, plan_actions, plan_loss, planner_from_payload, reread_steps,
-    run_plan_bench, step_texts, train_planner,
+    run_plan_bench, segment_steps, step_texts, train_planner,
 )
 from navi_model.vocab import TruncationError, VocabRangeError, encode_encoder_batch
 
@@ -301,12 +301,11 @@ def test_a_reader_sure_of_a_step_outvotes_an_unsure_planner_and_no_opinion_keeps
     assert reread_steps(frames, [(EOS, 0, 1)], sure_test[:1]) == [EOS]
 
 
-def test_decode_plans_with_a_reader_keeps_the_planners_steps_and_takes_the_readers_labels():
+def test_decode_plans_with_a_reader_reads_pieces_cut_at_connectors_and_takes_the_readers_labels():
     model = small_planner()
     vocab = PlanVocab(ACTIONS)
     goals = ["build it", "test, then lint"]
     with one_thread():
-        alone = decode_plans(model, goals, vocab, CPU)
         seen: list[str] = []
 
         def always_lint(texts):  # a reader sure that every step is "lint"
@@ -316,10 +315,85 @@ def test_decode_plans_with_a_reader_keeps_the_planners_steps_and_takes_the_reade
             return out
 
         read = decode_plans(model, goals, vocab, CPU, reader=always_lint)
-    assert len(seen) == sum(sum(t >= len(SPECIALS) for t in plan) for plan in alone)
-    for a, r in zip(alone, read):
-        assert [t >= len(SPECIALS) for t in a] == [t >= len(SPECIALS) for t in r]  # same steps, same places
-        assert all(t == vocab.id("lint") for t in r if t >= len(SPECIALS))
+    # the whole goals are candidates (one step), and the pieces at the connectors, bare of them
+    assert {"build it", "test, then lint", "test", "lint"} <= set(seen)
+    assert not any(t.startswith(("then", ",")) or t.endswith(",") for t in seen)
+    for plan in read:
+        steps = [t for t in plan if t >= len(SPECIALS)]
+        assert steps and all(t == vocab.id("lint") for t in steps)
+
+
+def _planted(goal: str, spikes: dict[int, int], count_probs: list[float], G: int = 40):
+    """Frames of a goal left-padded to G: the blank everywhere but the planted (byte -> action) spikes,
+    and a count head of the given probabilities (1..len steps)."""
+    V, first = len(SPECIALS) + 3, len(SPECIALS)
+    off = G - len(goal)
+    frames = torch.full((1, G, V), -8.0)
+    frames[0, :, PAD] = 0.0
+    for byte, action in spikes.items():
+        frames[0, off + byte, first + action] = 4.0
+    valid = torch.zeros(1, G, dtype=torch.bool)
+    valid[0, off:] = True
+    return PlanOutputs(frames, torch.tensor([count_probs]).log()), valid
+
+
+def _reader(table: dict[str, int]):
+    """A reader sure of the texts in table (text -> action index), with no opinion on the rest."""
+    seen: list[str] = []
+
+    def read(texts):
+        seen.extend(texts)
+        out = torch.zeros(len(texts), 3)
+        for i, t in enumerate(texts):
+            if t in table:
+                out[i] = -20.0
+                out[i, table[t]] = 0.0
+        return out
+    return read, seen
+
+
+def test_steps_whose_spikes_fall_inside_one_step_are_cut_at_the_connector():
+    # both runs spike inside "fmt the code" (as "which files did i t|ouch" did); the cut between them
+    # would split that step mid-word, the connector makes the pieces a user meant
+    goal = "fmt the code, then run lint"
+    outputs, valid = _planted(goal, {1: 0, 9: 2}, [0.2, 0.7, 0.1])
+    read, seen = _reader({"fmt the code": 0, "run lint": 2})
+    first = len(SPECIALS)
+    assert [v for v, _, _ in label_runs(joint_count_path(outputs.frames, valid, outputs.counts)[0].tolist())] == \
+        [first, first + 2]
+    assert step_texts(goal, label_runs(joint_count_path(outputs.frames, valid, outputs.counts)[0].tolist()), 40) \
+        != ["fmt the code", "run lint"]  # the path's cut is the wrong one
+    assert segment_steps(outputs, valid, [goal], read) == [[first, first + 2]]
+    assert {"fmt the code", "run lint"} <= set(seen)
+
+
+def test_a_goal_without_connectors_is_cut_between_its_paths_runs():
+    goal = "cargo clean cargo build"
+    outputs, valid = _planted(goal, {8: 1, 20: 0}, [0.1, 0.8, 0.1])
+    read, seen = _reader({})
+    first = len(SPECIALS)
+    assert segment_steps(outputs, valid, [goal], read) == [[first + 1, first]]
+    assert "cargo clean" in seen and "cargo build" in seen
+
+
+def test_the_pieces_reading_settles_a_count_the_head_is_unsure_of():
+    first = len(SPECIALS)
+    goal = "build it, lint and test"
+    # the head cannot tell 2 from 3; the frames spike once per step
+    outputs, valid = _planted(goal, {2: 0, 12: 2, 20: 1}, [0.02, 0.49, 0.49])
+    read, _ = _reader({"build it": 0, "lint": 2, "test": 1})
+    assert segment_steps(outputs, valid, [goal], read) == [[first, first + 2, first + 1]]
+    # a reader sure that "lint and test" is one step, and frames that spike once in it, make it 2
+    outputs, valid = _planted(goal, {2: 0, 12: 2}, [0.02, 0.49, 0.49])
+    read, _ = _reader({"build it": 0, "lint and test": 2})
+    assert segment_steps(outputs, valid, [goal], read) == [[first, first + 2]]
+
+
+def test_a_goal_of_nothing_but_connectors_keeps_its_paths_labels():
+    outputs, valid = _planted(", ;", {1: 1}, [0.9, 0.05, 0.05])
+    read, seen = _reader({})
+    assert segment_steps(outputs, valid, [", ;"], read) == [[len(SPECIALS) + 1]]
+    assert seen == []
 
 
 # --- the model ---------------------------------------------------------------------------------
