@@ -36,6 +36,10 @@ class TrainConfig:
     # the planner only: composites joined from the corpus's single-step goals (navi_model/compose.py),
     # this many per plan of the corpus, seeded; each step then comes in every phrasing the policy sees
     composed_share: float = 0.0
+    # rows per window that the sampler sorts by length before cutting batches (train.EpochSampler;
+    # 0: none). On the CPU a step reads only the columns some row of its batch fills, so batches of
+    # one length halve the columns; a captured CUDA step keeps its shapes and gains nothing
+    length_buckets: int = 0
 
 
 @dataclass
@@ -162,7 +166,12 @@ def _tiny() -> Profile:
         name="tiny",
         description="passes its gates on a 2-core CPU in minutes",
         policy=EncoderConfig(seq_len=80, **enc),
-        policy_train=TrainConfig(batch_size=64, lr=3e-3, passes_per_goal=20.0, noise_rate=NOISE),
+        # 10 passes: the policy has learned its training lines by then (loss ~0.001), and every pass
+        # after only memorises them. At 20 (until 2026-12-03) it read held-out-core plans 0.850 and wild
+        # ones 0.827; at 10, 0.875 and 0.926, and unseen / wild intents 0.936 / 0.951 -> 0.953 / 0.977,
+        # in half the steps (3 seeds, H200, benchmarks/generalisation.py --variant passes10)
+        # batches of about one length (windows of 16 batches): a CPU step reads 35 columns, not 58
+        policy_train=TrainConfig(batch_size=64, lr=3e-3, passes_per_goal=10.0, noise_rate=NOISE, length_buckets=1024),
         # one block over the encoder's states: without it the CTC planner read more held-out plans
         # too short (0.35 against 0.46 unseen, 3 seeds, benchmarks/ctc_prototype.py)
         planner=PlannerConfig(encoder=EncoderConfig(seq_len=120, **enc), step_layers=1, plan_len=16),
@@ -170,6 +179,9 @@ def _tiny() -> Profile:
         # 0.46 -> 0.55, wild 0.65 -> 0.73, 3 seeds) for twice its steps: 484 more at about 215 ms on the
         # 2-core CPU, 1.7 minutes that would put the 205-259 s runs over their 5. At the same steps
         # (3 passes) they moved nothing (0.44 / 0.67)
+        # no length buckets for the planner: batches of one length kept it on the CTC blank plateau
+        # (seed 1, 2-core CPU: windows of 1024 rows never left it in 633 steps, of 256 left it at step
+        # 600, none at 250)
         planner_train=TrainConfig(batch_size=64, lr=3e-3, passes_per_goal=6.0, log_every=50, noise_rate=NOISE),
         # memory_k 1: every memory-dependent prompt of the bundled corpus needs only the last turn,
         # and each memory slot costs a full encoder pass per sample
@@ -194,7 +206,9 @@ def _base() -> Profile:
         # then reuses the policy's compiled blocks. At 96 the policy stepped 4 s faster, but the
         # planner's own encoder compile cost 6 s more on a fresh machine (H200, 2026-12-01)
         policy=EncoderConfig(seq_len=128, **enc),
-        policy_train=TrainConfig(batch_size=256, lr=1e-3, passes_per_goal=150.0, warmup_steps=100, log_every=50,
+        # 50 passes: its loss is 0.0000 from about step 1200 of the 2734 that 150 passes took; at 50 it read
+        # held-out-core plans 0.825 -> 0.871 and wild ones 0.70 -> 0.85 (3 seeds, H200, 2026-12-03)
+        policy_train=TrainConfig(batch_size=256, lr=1e-3, passes_per_goal=50.0, warmup_steps=100, log_every=50,
                                  noise_rate=NOISE),
         planner=PlannerConfig(encoder=EncoderConfig(seq_len=128, **enc), step_layers=1, plan_len=16),
         # composed_share 1.0 lifts the CTC planner's held-out plans 0.45 -> 0.49 and hand-written ones

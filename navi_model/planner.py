@@ -490,7 +490,7 @@ def train_planner(
     cfg = replace(cfg, cuda_graph=False)
     model.to(device).train()
     opt = make_optimizer(model, cfg, device)
-    sampler = EpochSampler(data.n, cfg.batch_size, device, cfg.seed)
+    sampler = EpochSampler(data.n, cfg.batch_size, device, cfg.seed, data.goal_valid.sum(1), cfg.length_buckets)
     positions = data.goal_ids.shape[1]
 
     class_stats = action_shares(data.plan_targets, vocab)
@@ -673,7 +673,8 @@ def reread_steps(frames: torch.Tensor, runs: list[tuple[int, int, int]], read: t
 SEGMENT_WEIGHT = 0.1
 
 
-def segment_steps(outputs: PlanOutputs, goal_valid: torch.Tensor, goals: list[str], reader: StepReader) -> list[list[int]]:
+def segment_steps(outputs: PlanOutputs, goal_valid: torch.Tensor, goals: list[str],
+                  reader: StepReader) -> list[list[int]]:
     """Each goal's steps, cut at its connectors and read -> its plan's action labels.
 
     The CTC path places a step's run anywhere inside the step's words, and two runs can spike in

@@ -125,18 +125,37 @@ class PeriodicCheckpoints:
 
 class EpochSampler:
     """Batches from a fresh permutation per epoch, on the device: every goal is seen once per
-    epoch, so coverage grows evenly instead of leaving some goals unseen by chance."""
+    epoch, so coverage grows evenly instead of leaving some goals unseen by chance.
 
-    def __init__(self, n: int, batch_size: int, device: torch.device, seed: int):
+    With lengths and bucket > 0, each epoch's permutation is cut into windows of `bucket` rows,
+    each window sorted by length, and the batches cut from them drawn in a random order: a batch
+    then holds rows of about one length, and a step on the CPU, which drops the columns that are
+    padding in every row, reads half the columns (fairseq's and ESPnet's length buckets). Every
+    row is still seen once per epoch."""
+
+    def __init__(self, n: int, batch_size: int, device: torch.device, seed: int,
+                 lengths: torch.Tensor | None = None, bucket: int = 0):
         self.n, self.batch_size, self.device = n, batch_size, device
         self.gen = torch.Generator(device="cpu").manual_seed(seed)
         self.perm = torch.empty(0, dtype=torch.long, device=device)
         self.pos = 0
+        self.lengths = lengths.detach().cpu() if lengths is not None and bucket > 0 else None
+        self.bucket = bucket
+
+    def _epoch(self) -> torch.Tensor:
+        fresh = torch.randperm(self.n, generator=self.gen)
+        if self.lengths is None:
+            return fresh
+        order = torch.cat([w[torch.sort(self.lengths[w], stable=True).indices] for w in fresh.split(self.bucket)])
+        whole = order.numel() // self.batch_size
+        batches = order[:whole * self.batch_size].view(whole, self.batch_size)
+        shuffled = batches[torch.randperm(whole, generator=self.gen)].reshape(-1)
+        return torch.cat([shuffled, order[whole * self.batch_size:]])
 
     def next(self) -> torch.Tensor:
         if self.pos + self.batch_size > self.perm.numel():
             rest = self.perm[self.pos:]
-            fresh = torch.randperm(self.n, generator=self.gen).to(self.device, non_blocking=True)
+            fresh = self._epoch().to(self.device, non_blocking=True)
             self.perm, self.pos = torch.cat([rest, fresh]), 0
         idx = self.perm[self.pos:self.pos + self.batch_size]
         self.pos += self.batch_size
@@ -252,7 +271,7 @@ def train_policy(
     ranks.check_batch(cfg.batch_size, "policy")
     model.to(device).train()
     opt = make_optimizer(model, cfg, device)
-    sampler = EpochSampler(data.n, cfg.batch_size, device, cfg.seed)
+    sampler = EpochSampler(data.n, cfg.batch_size, device, cfg.seed, data.valid.sum(1), cfg.length_buckets)
     T = data.ids.shape[1]
 
     seen = torch.zeros(data.n, device=device)
