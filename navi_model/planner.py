@@ -48,6 +48,7 @@ What the failure log asks of this model:
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Callable, NamedTuple
@@ -671,6 +672,9 @@ def reread_steps(frames: torch.Tensor, runs: list[tuple[int, int, int]], read: t
 # how much the reading of a cut's pieces weighs against the count's and the path's scores (segment_steps).
 # Read off the held-out-core plans of three tiny runs (0.1 and 0.3 alike, 1 over-trusted the pieces)
 SEGMENT_WEIGHT = 0.1
+# the most connector cuts tried for one count: a goal of many commas ("a,b,c,...") would otherwise
+# try C(marks, k - 1) of them; past this, that count takes the cut between its path's runs
+MAX_CUTS = 512
 
 
 def segment_steps(outputs: PlanOutputs, goal_valid: torch.Tensor, goals: list[str],
@@ -681,7 +685,8 @@ def segment_steps(outputs: PlanOutputs, goal_valid: torch.Tensor, goals: list[st
     one step ("which files did i t|ouch"), so cutting between the path's runs split steps where no
     user would. The candidates here are, for every count k, every cut of the goal into k pieces at
     its connectors ("," ";" "then" "and" ...); where the connectors are too few for k pieces
-    ("cargo clean cargo build"), the cut between the runs of the best path with k runs.
+    ("cargo clean cargo build"), or so many that their cuts are over MAX_CUTS, the cut between the
+    runs of the best path with k runs.
 
     A piece's label is the action that maximises the planner's strongest frame for it inside the
     piece (full softmax, the blank included: a piece with no step in it has no spike) plus the
@@ -708,7 +713,8 @@ def segment_steps(outputs: PlanOutputs, goal_valid: torch.Tensor, goals: list[st
         marks = _connector_starts(b, 1, len(b) - 1)
         mine = []
         for k in range(1, min(M, len(b)) + 1):
-            cuts = set(itertools.combinations(marks, k - 1))
+            few = math.comb(len(marks), k - 1) <= MAX_CUTS
+            cuts = set(itertools.combinations(marks, k - 1)) if few else set()
             runs = label_runs(paths[k - 1][g])
             if not cuts and len(runs) == k:  # too few connectors for k steps: cut between the path's runs
                 cuts.add(tuple(_path_cuts(b, runs, off)))
