@@ -206,8 +206,9 @@ def _base() -> Profile:
         # then reuses the policy's compiled blocks. At 96 the policy stepped 4 s faster, but the
         # planner's own encoder compile cost 6 s more on a fresh machine (H200, 2026-12-01)
         policy=EncoderConfig(seq_len=128, **enc),
-        # 50 passes: its loss is 0.0000 from about step 1200 of the 2734 that 150 passes took; at 50 it read
-        # held-out-core plans 0.825 -> 0.871 and wild ones 0.70 -> 0.85 (3 seeds, H200, 2026-12-03)
+        # 50 passes: its loss is 0.0000 from about step 1200 of the 2734 that 150 passes took; at 50 the
+        # brain read held-out-core plans 0.825 -> 0.863 and wild ones 0.704 -> 0.827, and its run took
+        # 57-67 s instead of 95-102 (3 seeds, H200, `train --data assets/holdout_corpus`, 2026-12-03)
         policy_train=TrainConfig(batch_size=256, lr=1e-3, passes_per_goal=50.0, warmup_steps=100, log_every=50,
                                  noise_rate=NOISE),
         planner=PlannerConfig(encoder=EncoderConfig(seq_len=128, **enc), step_layers=1, plan_len=16),
