@@ -76,6 +76,8 @@ def apply_variant(profile: Profile, variant: str, seed: int) -> tuple[Profile, d
             enc["d_model"] = int(part[1:])
         elif part.startswith("l") and part[1:].isdigit():
             enc["n_layers"] = int(part[1:])
+        elif part.startswith("ls"):
+            pt["label_smoothing"] = float(part[2:])
         elif part.startswith("lr"):
             pt["lr"] = plt["lr"] = float(part[2:])
         elif part.startswith("plr"):

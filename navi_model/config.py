@@ -40,6 +40,11 @@ class TrainConfig:
     # 0: none). On the CPU a step reads only the columns some row of its batch fills, so batches of
     # one length halve the columns; a captured CUDA step keeps its shapes and gains nothing
     length_buckets: int = 0
+    # the policy only: the cross-entropy's target keeps this share spread over the other intents, so
+    # the loss never reaches 0 and the logits stop growing once the lines are learned. Off in every
+    # profile: 0.1 on tiny lifted wild intents (0.949 -> 0.969, 3 seeds) but moved which gates fail,
+    # not how many (docs/benchmarks.md, 2026-12-03 fourth session)
+    label_smoothing: float = 0.0
 
 
 @dataclass

@@ -228,7 +228,7 @@ def checkpoint_payload(model: PolicyModel, opt: torch.optim.Optimizer, step: int
     }
 
 
-def policy_loss(model: PolicyModel, data: PolicyData, device: torch.device) -> LossFn:
+def policy_loss(model: PolicyModel, data: PolicyData, device: torch.device, label_smoothing: float = 0.0) -> LossFn:
     """A batch of row indices -> (cross-entropy, correct answers): the step gathers its own batch."""
     use_bf16 = device.type == "cuda"
     # a CUDA step keeps its shapes (graph, compile); elsewhere the all-pad columns go
@@ -241,7 +241,7 @@ def policy_loss(model: PolicyModel, data: PolicyData, device: torch.device) -> L
             ids, valid = drop_shared_left_padding(ids, valid)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
             logits = model(ids, valid)
-        loss = F.cross_entropy(logits.float(), labels)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
         return loss, (logits.detach().argmax(-1) == labels).sum()
 
     return loss_fn
@@ -285,7 +285,8 @@ def train_policy(
         start = restore_training_state(resume, model=model, opt=opt, sampler=sampler, seen=seen)
         emit(LogLine("info", "resume", f"policy: continuing from step {start} of {steps}"))
     # built after the restore: a graph must see the optimizer state it will update in place
-    train_step = make_train_step(model, opt, policy_loss(ranks.wrap(model), data, device), cfg, device, ranks)
+    train_step = make_train_step(model, opt, policy_loss(ranks.wrap(model), data, device, cfg.label_smoothing), cfg,
+                                 device, ranks)
     periodic = PeriodicCheckpoints(cfg.checkpoint_every_s)
 
     def checkpoint() -> CheckpointReady:

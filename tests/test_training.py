@@ -14,7 +14,7 @@ from navi_model.data import build_policy_data
 from navi_model.evaluate import policy_step_reader, run_intent_bench
 from navi_model.events import CheckpointReady, MetricsLogged
 from navi_model.model import EncoderConfig, PolicyModel
-from navi_model.train import get_lr, steps_for_coverage, train_policy
+from navi_model.train import get_lr, policy_loss, steps_for_coverage, train_policy
 
 INTENTS = ["build", "test", "greet", "disk_usage", "memory_add", "git_log"]
 
@@ -47,6 +47,20 @@ def test_loss_falls_and_accuracy_beats_chance(small):
     items = run_intent_bench(model, held_out, INTENTS, torch.device("cpu"))
     accuracy = sum(it["correct"] for it in items) / len(items)
     assert accuracy > 2 / len(INTENTS)  # twice chance, on goals it never trained on
+
+
+def test_the_policy_loss_takes_the_profiles_label_smoothing(small):
+    _, data = small
+    model = tiny_model()
+    with torch.no_grad():  # a sure model: near uniform logits would cost the same either way
+        model.head.bias.copy_(torch.arange(len(INTENTS)) * 4.0)
+    idx = torch.arange(16)
+    plain, _ = policy_loss(model, data, torch.device("cpu"))(idx)
+    smooth, _ = policy_loss(model, data, torch.device("cpu"), label_smoothing=0.1)(idx)
+    with torch.no_grad():
+        logits = model(data.ids[idx], data.valid[idx]).float()
+    want = torch.nn.functional.cross_entropy(logits, data.labels[idx], label_smoothing=0.1)
+    assert torch.allclose(smooth, want, atol=1e-5) and not torch.allclose(plain, smooth, atol=1e-3)
 
 
 def test_the_policy_reads_plan_steps_in_the_planners_action_order():
