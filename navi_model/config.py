@@ -38,7 +38,7 @@ class TrainConfig:
     composed_share: float = 0.0
     # rows per window that the sampler sorts by length before cutting batches (train.EpochSampler;
     # 0: none). On the CPU a step reads only the columns some row of its batch fills, so batches of
-    # one length halve the columns; a captured CUDA step keeps its shapes and gains nothing
+    # about one length read fewer; a captured CUDA step keeps its shapes and gains nothing
     length_buckets: int = 0
     # the policy only: the cross-entropy's target keeps this share spread over the other intents, so
     # the loss never reaches 0 and the logits stop growing once the lines are learned. Off in every

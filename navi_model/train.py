@@ -130,8 +130,8 @@ class EpochSampler:
     With lengths and bucket > 0, each epoch's permutation is cut into windows of `bucket` rows,
     each window sorted by length, and the batches cut from them drawn in a random order: a batch
     then holds rows of about one length, and a step on the CPU, which drops the columns that are
-    padding in every row, reads half the columns (fairseq's and ESPnet's length buckets). Every
-    row is still seen once per epoch."""
+    padding in every row, reads fewer of them (tiny's policy: 35 of 58 on average). fairseq and
+    ESPnet batch by length for the same reason. Every row is still seen once per epoch."""
 
     def __init__(self, n: int, batch_size: int, device: torch.device, seed: int,
                  lengths: torch.Tensor | None = None, bucket: int = 0):
