@@ -389,13 +389,19 @@ def test_the_pieces_reading_settles_a_count_the_head_is_unsure_of():
     assert segment_steps(outputs, valid, [goal], read) == [[first, first + 2]]
 
 
-def test_a_goal_of_many_connectors_tries_a_bounded_number_of_cuts():
+def test_a_goal_of_many_connectors_tries_a_bounded_number_of_cuts(monkeypatch):
+    import navi_model.planner as planner
     goal = ",".join("abcdefghijklmnopqrstuvwxyz0123456789")  # 35 commas: C(35, 6) is 1.6 million cuts
     outputs, valid = _planted(goal, {0: 0, 20: 1, 40: 2}, [0.05, 0.05, 0.1, 0.1, 0.1, 0.1, 0.5], G=80)
-    read, seen = _reader({})
+    tried = []
+    pieces = planner._pieces
+    monkeypatch.setattr(planner, "_pieces", lambda b, cut: tried.append(cut) or pieces(b, cut))
+    read, _ = _reader({})
     labels = segment_steps(outputs, valid, [goal], read)[0]
     assert 1 <= len(labels) <= 7
-    assert len(seen) < 20_000  # the pieces of at most MAX_CUTS cuts per count, and the paths'
+    # k = 1 and 2 try their 1 and 35 connector cuts; from k = 3 (C(35, 2) = 595 > MAX_CUTS) each count
+    # tries its path's cut alone
+    assert len(tried) <= 1 + 35 + 5 and planner.MAX_CUTS < 595
 
 
 def test_a_goal_of_nothing_but_connectors_keeps_its_paths_labels():
