@@ -44,7 +44,11 @@ def server():
     use_api_base(None)  # Route.BASE is process-wide: leave discord.py as we found it
 
 
-def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
+def wait_until(predicate, timeout: float = 60.0, what: str = "condition"):
+    # the deadline is a safety net for a hung mirror, never a speed bar: a passing wait ends when its
+    # condition holds. With 10 s, one run of the everyday suite on a loaded 2-core machine failed a
+    # test of this file (2026-12-03; its output was not kept, and it did not fail again alone or
+    # beside two busy processes), so a slow machine must not be what fails it
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
