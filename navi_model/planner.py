@@ -729,6 +729,7 @@ def segment_steps(outputs: PlanOutputs, goal_valid: torch.Tensor, goals: list[st
     unique = sorted({t for mine in cands for _, _, texts in mine for t in texts})
     read = dict(zip(unique, reader(unique).float())) if unique else {}
     out: list[list[int]] = []
+    joint: list[list[int]] | None = None  # the jointly counted path, for a goal with no candidate
     for g, mine in enumerate(cands):
         best: tuple[float, list[int]] | None = None
         for k, spans, texts in mine:
@@ -739,8 +740,9 @@ def segment_steps(outputs: PlanOutputs, goal_valid: torch.Tensor, goals: list[st
                 total += SEGMENT_WEIGHT * float(score.max())
             if best is None or total > best[0]:
                 best = (total, labels)
-        if best is None:  # nothing to read: the path's own steps
-            best = (0.0, [v for v, _, _ in label_runs(decode_path(outputs, goal_valid)[g].tolist())])
+        if best is None:  # nothing to read: the path's own steps (decoded once for the batch)
+            joint = joint if joint is not None else decode_path(outputs, goal_valid).tolist()
+            best = (0.0, [v for v, _, _ in label_runs(joint[g])])
         out.append(best[1])
     return out
 

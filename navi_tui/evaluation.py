@@ -124,6 +124,7 @@ def evaluate_run(store: Store, *, run_id: int | None, checkpoint_id: int | None,
             raise EvalUsageError(f"{bench.path}: a {bench.kind} bench needs the {model}, which {what} does not have")
 
     models: dict[str, object] = {}
+
     @functools.cache
     def reader() -> StepReader | None:  # made once, when the first plan bench needs it
         return _step_reader(store, run, payloads, models["planner"][1].actions, device)
