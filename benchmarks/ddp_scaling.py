@@ -84,7 +84,7 @@ def worker(args) -> None:
     common = dict(steps=args.steps, device=device, ranks=ranks)
     t0 = time.perf_counter()
     torch.manual_seed(0)
-    policy = PolicyModel(profile.policy, len(corpus.intents))
+    policy = PolicyModel(profile.policy, len(corpus.intents), profile.policy_members)
     train_policy(policy, to_device(data.policy, device), profile.policy_train, emit=sink, **common)
     torch.manual_seed(0)
     planner = PlannerModel(profile.planner, data.vocab.size)
@@ -92,7 +92,7 @@ def worker(args) -> None:
     train_planner(planner, to_device(data.plan, device), profile.planner_train, emit=sink, vocab=data.vocab, **common)
     torch.manual_seed(0)
     talker = TalkerModel(profile.talker)
-    talker.encoder.load_state_dict(policy.encoder.state_dict())
+    talker.warm_from(policy.member_encoders())
     train_talker(talker, to_device(data.talk, device), profile.talker_train, emit=sink, gallery=[], **common)
     if ranks.is_main:
         steady = {p: statistics.median(w[1:] or w) for p, w in windows.items() if w}

@@ -12,6 +12,7 @@ measure understanding of a request.
     # lN (layers), lrX, plrX (the planner's lr alone), pwarmN (its warmup steps), wdX (weight decay),
     # composeX (X times the corpus's composites made from
     # single goals, navi_model/compose.py), pfreeze (the planner's warm encoder frozen),
+    # membersN (the policy as an ensemble of N, model.PolicyModel),
     # slN (the planner's step_layers), nocount (no count head: greedy decoding), noreader (plans
     # decoded by the planner alone, without the policy re-reading each step; with the reader,
     # plan_*_alone reports the planner alone beside)
@@ -46,6 +47,7 @@ from navi_model.train import train_policy  # noqa: E402
 def apply_variant(profile: Profile, variant: str, seed: int) -> tuple[Profile, dict]:
     enc, pt, plt = {}, {"seed": seed}, {"seed": seed}
     extra = {"noreader": False, "pfreeze": False, "step_layers": profile.planner.step_layers,
+             "members": profile.policy_members,
              "count_head": profile.planner.count_head}
     for part in filter(None, variant.split("+")):
         if part == "base":
@@ -58,6 +60,8 @@ def apply_variant(profile: Profile, variant: str, seed: int) -> tuple[Profile, d
             extra["noreader"] = True
         elif part == "pfreeze":
             extra["pfreeze"] = True
+        elif part.startswith("members"):
+            extra["members"] = int(part[7:])
         elif part == "fold":
             enc["fold_case"] = True
         elif part.startswith("sl") and part[2:].isdigit():
@@ -88,7 +92,7 @@ def apply_variant(profile: Profile, variant: str, seed: int) -> tuple[Profile, d
             pt["weight_decay"] = plt["weight_decay"] = float(part[2:])
         else:
             raise SystemExit(f"unknown variant part {part!r}")
-    return replace(profile, policy=replace(profile.policy, **enc),
+    return replace(profile, policy=replace(profile.policy, **enc), policy_members=extra["members"],
                    planner=replace(profile.planner, encoder=replace(profile.planner.encoder, **enc),
                                    step_layers=extra["step_layers"], count_head=extra["count_head"]),
                    policy_train=replace(profile.policy_train, **pt),
@@ -106,7 +110,7 @@ def run(corpus, profile: Profile, device: torch.device, planner_too: bool, extra
     steps = planned_steps(corpus, profile)
     quiet = lambda event: None  # noqa: E731
     torch.manual_seed(profile.policy_train.seed)
-    policy = PolicyModel(profile.policy, len(corpus.intents))
+    policy = PolicyModel(profile.policy, len(corpus.intents), profile.policy_members)
     train_policy(policy, to_device(data.policy, device), profile.policy_train, steps=steps["policy"],
                  device=device, emit=quiet)
     out = {"policy_steps": steps["policy"], "policy_s": round(time.perf_counter() - t0, 1)}
@@ -151,7 +155,7 @@ def run(corpus, profile: Profile, device: torch.device, planner_too: bool, extra
         out["planner_steps"] = steps["planner"]
         if save is not None:  # the two models as checkpoints hold them (policy_from_payload, planner_from_payload)
             torch.save({"policy": {"model": policy.state_dict(), "model_args": asdict(profile.policy),
-                                   "n_intents": len(corpus.intents)},
+                                   "n_intents": len(corpus.intents), "members": policy.members},
                         "planner": {"model": planner.state_dict(), "model_args": asdict(planner.cfg),
                                     "vocab_size": data.vocab.size, "actions": list(data.vocab.actions)}}, save)
     out["total_s"] = round(time.perf_counter() - t0, 1)

@@ -115,6 +115,9 @@ class TalkerConfig:
     prefix_k: int = 4  # prefix embeddings per concept vector
     memory_k: int = 2  # at most this many earlier dialogues as memory
     response_len: int = 64  # decoder positions: BOS + response bytes + EOS
+    # encoders read side by side, warm from this many members of an ensembled policy
+    # (Profile.policy_members); 1: one encoder, as every talker before 2026-12-04
+    encoders: int = 1
 
     @staticmethod
     def from_dict(d: dict) -> TalkerConfig:
@@ -145,12 +148,22 @@ class Profile:
     planner_train: TrainConfig
     talker: TalkerConfig
     talker_train: TalkerTrainConfig
-    # the planner's and the talker's encoders start from the trained policy encoder: a
+    # the policy as an ensemble of this many encoders and heads, each on batches of its own
+    # (model.PolicyModel, train.MemberSampler); 1: a single model, as checkpoints before 2026-12-04
+    policy_members: int = 1
+    # the planner's and the talker's encoders start from the trained policy encoder (member 0's): a
     # decoder's signal alone did not teach an encoder to tell intents apart (talker gallery
     # exact 0.26 from scratch, 0.88 warm; planner 11/21 -> 21/21 with more data and warm)
     warm_start_encoders: bool = True
     gates: GateThresholds = field(default_factory=GateThresholds)
     bench: BenchTargets = field(default_factory=BenchTargets)
+
+    def __post_init__(self) -> None:
+        if self.policy_members < 1:
+            raise ValueError(f"profile {self.name!r}: policy_members must be >= 1, got {self.policy_members}")
+        if self.talker.encoders > self.policy_members:
+            raise ValueError(f"profile {self.name!r}: a talker of {self.talker.encoders} encoders warm-starts from "
+                             f"as many policy members, and the policy has {self.policy_members}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -176,7 +189,8 @@ def _tiny() -> Profile:
         # ones 0.827; at 10, 0.875 and 0.926, and unseen / wild intents 0.936 / 0.951 -> 0.953 / 0.977,
         # in half the steps (3 seeds, H200, benchmarks/generalisation.py --variant passes10)
         # batches of about one length (windows of 16 batches): a CPU step reads 35 columns, not 58
-        policy_train=TrainConfig(batch_size=64, lr=3e-3, passes_per_goal=10.0, noise_rate=NOISE, length_buckets=1024),
+        policy_train=TrainConfig(batch_size=64, lr=3e-3, passes_per_goal=4.0, noise_rate=NOISE, length_buckets=1024),
+        policy_members=3,
         # one block over the encoder's states: without it the CTC planner read more held-out plans
         # too short (0.35 against 0.46 unseen, 3 seeds, benchmarks/ctc_prototype.py)
         planner=PlannerConfig(encoder=EncoderConfig(seq_len=120, **enc), step_layers=1, plan_len=16),
@@ -187,11 +201,11 @@ def _tiny() -> Profile:
         # no length buckets for the planner: batches of one length kept it on the CTC blank plateau
         # (seed 1, 2-core CPU: windows of 1024 rows never left it in 633 steps, of 256 left it at step
         # 600, none at 250)
-        planner_train=TrainConfig(batch_size=64, lr=3e-3, passes_per_goal=6.0, log_every=50, noise_rate=NOISE),
+        planner_train=TrainConfig(batch_size=64, lr=3e-3, passes_per_goal=4.0, log_every=50, noise_rate=NOISE),
         # memory_k 1: every memory-dependent prompt of the bundled corpus needs only the last turn,
         # and each memory slot costs a full encoder pass per sample
         talker=TalkerConfig(encoder=EncoderConfig(seq_len=120, **enc), dec_layers=2, prefix_k=4, memory_k=1,
-                            response_len=56),
+                            response_len=56, encoders=3),
         talker_train=TalkerTrainConfig(batch_size=32, lr=3e-3, passes_per_goal=40.0, log_every=50,
                                        da_steps=30, da_lr=1e-5, freeze_encoder=True, noise_rate=NOISE),
         # the tiny planner scores 20 or 21 of the 21 held-out plans depending on the seed and
@@ -214,15 +228,16 @@ def _base() -> Profile:
         # 50 passes: its loss is 0.0000 from about step 1200 of the 2734 that 150 passes took; at 50 the
         # brain read held-out-core plans 0.825 -> 0.863 and wild ones 0.704 -> 0.827, and its run took
         # 57-67 s instead of 95-102 (3 seeds, H200, `train --data assets/holdout_corpus`, 2026-12-03)
-        policy_train=TrainConfig(batch_size=256, lr=1e-3, passes_per_goal=50.0, warmup_steps=100, log_every=50,
+        policy_train=TrainConfig(batch_size=256, lr=1e-3, passes_per_goal=15.0, warmup_steps=100, log_every=50,
                                  noise_rate=NOISE),
+        policy_members=3,
         planner=PlannerConfig(encoder=EncoderConfig(seq_len=128, **enc), step_layers=1, plan_len=16),
         # composed_share 1.0 lifts the CTC planner's held-out plans 0.45 -> 0.49 and hand-written ones
         # 0.69 -> 0.77 (H200, 2 seeds) for twice its steps; off while base is over its 60 s to green
         planner_train=TrainConfig(batch_size=256, lr=1e-3, passes_per_goal=30.0, warmup_steps=100, log_every=50,
                                   noise_rate=NOISE),
         talker=TalkerConfig(encoder=EncoderConfig(seq_len=128, **enc), dec_layers=4, prefix_k=4, memory_k=2,
-                            response_len=64),
+                            response_len=64, encoders=3),
         # compile off for the talker: with its encoder cached, an SFT step takes 5.9 ms graphed and
         # 4.0 ms compiled too, which over 622 steps repays 1 s of a 6 s compile (DA: 5.4 s for 200
         # steps). The policy and planner save 10-20 s each (benchmarks/step_variants.py, H200)

@@ -117,6 +117,8 @@ def trace_tensors(model: TalkerModel, items: list[dict], device, *, train: bool 
             stages.append(("encoder norm", x, _masked_mean(x[:B], prompt_valid)))
             w = valid.unsqueeze(-1).to(x.dtype)
             pooled = (x * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
+            # the other encoders of an ensembled policy, beside the first, as TalkerModel.pooled
+            pooled = torch.cat([pooled, *(e(ids, valid)[1] for e in model.more_encoders)], dim=-1)
             stages.append(("pooled", pooled, pooled[:B]))
             both = model.to_concept(model.concept_norm(pooled))
             stages.append(("concept", both, both[:B]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from navi_model.corpus.load import Bench, CorpusError
-from navi_model.model import EncoderConfig, PolicyModel
+from navi_model.model import EncoderConfig, PolicyModel, payload_members
 from navi_model.planner import StepReader
 from navi_model.vocab import encode_encoder_batch, text_bytes
 
@@ -42,7 +42,7 @@ def run_intent_bench(model: PolicyModel, bench: Bench, intents: list[str], devic
 
 
 def policy_from_payload(payload: dict, device: torch.device) -> PolicyModel:
-    model = PolicyModel(EncoderConfig(**payload["model_args"]), payload["n_intents"])
+    model = PolicyModel(EncoderConfig(**payload["model_args"]), payload["n_intents"], payload_members(payload))
     model.load_state_dict(payload["model"])
     return model.to(device).eval()
 

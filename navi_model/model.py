@@ -7,6 +7,7 @@ gate checks every parameter anyway).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -243,19 +244,72 @@ class Encoder(nn.Module):
 
 
 class PolicyModel(nn.Module):
-    """Goal bytes -> one intent of the catalog."""
+    """Goal bytes -> one intent of the catalog.
+
+    members > 1: an ensemble of that many encoders and heads, each from its own random start, all
+    trained on the same batches (train.policy_loss); it answers with the mean of their
+    probabilities. A single policy misreads an unseen phrasing by its own accident of training,
+    and the members rarely share one: three tiny members read wild requests 0.985-0.995 where
+    each alone reads 0.95-0.97 (docs/benchmarks.md, 2026-12-04). Member 0 is `encoder` and `head`,
+    so a one-member policy keeps the state-dict keys of every checkpoint written before members,
+    and the planner and the talker warm-start from member 0's encoder.
+    """
+
+    def __init__(self, cfg: EncoderConfig, n_intents: int, members: int = 1):
+        super().__init__()
+        if members < 1:
+            raise ValueError(f"a policy needs at least one member, not {members}")
+        self.cfg = cfg
+        self.n_intents = n_intents
+        self.members = members
+        self.encoder = Encoder(cfg)
+        self.head = nn.Linear(cfg.d_model, n_intents)
+        self.others = nn.ModuleList(_PolicyMember(cfg, n_intents) for _ in range(members - 1))
+        self.apply(_init_weights)
+
+    def member_encoders(self) -> list[Encoder]:
+        """Each member's encoder, member 0's first."""
+        return [self.encoder, *(m.encoder for m in self.others)]
+
+    def member_logits(self, ids, valid) -> torch.Tensor:
+        """(members, B, n_intents): each member's own logits, what each member is trained on.
+        ids (B, T) are read by every member; a list of one (B, T_j) per member gives member j rows
+        of its own (of its own width: a CPU step drops each batch's own padding)."""
+        own = isinstance(ids, (list, tuple))
+        rows = (lambda j: (ids[j], valid[j])) if own else (lambda j: (ids, valid))
+        _, pooled = self.encoder(*rows(0))
+        return torch.stack([self.head(pooled), *(m(*rows(j + 1)) for j, m in enumerate(self.others))])
+
+    def forward(self, ids, valid, per_member: bool = False) -> torch.Tensor:
+        """(B, n_intents): one member's logits; an ensemble's log of its members' mean probability.
+        per_member: member_logits instead, through forward so that a DDP wrapper sees the call."""
+        logits = self.member_logits(ids, valid)
+        if per_member:
+            return logits
+        if self.members == 1:
+            return logits[0]
+        return torch.logsumexp(torch.log_softmax(logits.float(), -1), dim=0) - math.log(self.members)
+
+
+class _PolicyMember(nn.Module):
+    """Member 1 and on of an ensembled policy: an encoder and a head of its own."""
 
     def __init__(self, cfg: EncoderConfig, n_intents: int):
         super().__init__()
-        self.cfg = cfg
-        self.n_intents = n_intents
         self.encoder = Encoder(cfg)
         self.head = nn.Linear(cfg.d_model, n_intents)
-        self.apply(_init_weights)
 
     def forward(self, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        _, pooled = self.encoder(ids, valid)
-        return self.head(pooled)  # (B, n_intents)
+        return self.head(self.encoder(ids, valid)[1])
+
+
+def payload_members(payload: dict) -> int:
+    """The members of the policy a checkpoint payload holds: 1 where the key is absent (written
+    before ensembles, 2026-12-04)."""
+    members = payload.get("members", 1)
+    if type(members) is not int or members < 1:
+        raise ValueError(f"key 'members': expected an int >= 1, got {members!r}")
+    return members
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -77,7 +77,7 @@ def check_resume_fits(model: str, payload: dict, profile, data, intents: list[st
     from navi_model.model import PolicyModel
     from navi_model.planner import PlannerModel
     from navi_model.talker import TalkerModel, sft_sampler_batch
-    from navi_model.train import EpochSampler, make_optimizer, restore_training_state
+    from navi_model.train import EpochSampler, MemberSampler, make_optimizer, restore_training_state
 
     cpu = torch.device("cpu")
     want = asdict({"policy": profile.policy, "planner": profile.planner, "talker": profile.talker}[model])
@@ -89,7 +89,11 @@ def check_resume_fits(model: str, payload: dict, profile, data, intents: list[st
         if names != list(intents):
             raise PayloadError(f"key 'intents': the checkpoint's intent catalog ({len(names)} intents) is not this "
                                f"corpus's ({len(intents)}), so every intent id would mean another intent")
-        net, cfg, rows = PolicyModel(profile.policy, len(intents)), profile.policy_train, data.policy.n
+        if payload_members(payload) != profile.policy_members:
+            raise PayloadError(f"key 'members': the checkpoint's policy has {payload_members(payload)} members, "
+                               f"profile {profile.name!r} builds {profile.policy_members}")
+        net, cfg, rows = PolicyModel(profile.policy, len(intents), profile.policy_members), profile.policy_train, \
+            data.policy.n
     elif model == "planner":
         if list(payload["actions"]) != data.vocab.actions:
             raise PayloadError(f"key 'actions': the checkpoint's actions {payload['actions']} are not this "
@@ -98,7 +102,7 @@ def check_resume_fits(model: str, payload: dict, profile, data, intents: list[st
     else:
         net, cfg, rows = TalkerModel(profile.talker), profile.talker_train, data.talk.n
         if cfg.freeze_encoder:
-            net.encoder.requires_grad_(False)
+            net.freeze_encoders()
     batch = sft_sampler_batch(cfg) if model == "talker" else cfg.batch_size
     sampler_state = payload["sampler"]
     if (sampler_state["n"], sampler_state["batch_size"]) != (rows, batch):
@@ -109,7 +113,9 @@ def check_resume_fits(model: str, payload: dict, profile, data, intents: list[st
     opt = None if from_da else make_optimizer(net, cfg, cpu)
     gen = torch.Generator(device=device or cpu) if model == "talker" else None
     try:
-        restore_training_state(payload, model=net, opt=opt, sampler=EpochSampler(rows, batch, cpu, cfg.seed),
+        sampler = MemberSampler(net.members, rows, batch, cpu, cfg.seed) if model == "policy" \
+            else EpochSampler(rows, batch, cpu, cfg.seed)
+        restore_training_state(payload, model=net, opt=opt, sampler=sampler,
                                seen=torch.zeros(rows), gen=gen)
     except Exception as e:  # what the trainer would have raised after the run row
         raise PayloadError(f"does not restore into this run: {type(e).__name__}: {_one_line(e)}") from None
@@ -153,15 +159,19 @@ def _check_actions(payload: dict) -> None:
 def _check_weights(model: str, payload: dict) -> None:
     """The weights against the model that model_args describe, laid out on the meta device."""
     from navi_model.config import EncoderConfig, PlannerConfig, TalkerConfig
-    from navi_model.model import PolicyModel
+    from navi_model.model import PolicyModel, payload_members
     from navi_model.planner import PlannerModel
     from navi_model.talker import TalkerModel
 
     args = payload["model_args"]
     try:
+        members = payload_members(payload)
+    except ValueError as e:
+        raise PayloadError(str(e)) from None
+    try:
         with torch.device("meta"):
             if model == "policy":
-                net = PolicyModel(EncoderConfig(**args), payload["n_intents"])
+                net = PolicyModel(EncoderConfig(**args), payload["n_intents"], members)
             elif model == "planner":
                 net = PlannerModel(PlannerConfig.from_dict(args), payload["vocab_size"])
             else:

@@ -64,8 +64,8 @@ class StepFlops:
 
 
 def policy_step_flops(model, batch: int, seq_len: int) -> StepFlops:
-    enc = model.encoder
-    return StepFlops(_stack_flops(enc.blocks, batch, seq_len) + _linear_flops(model.head, batch), 0)
+    enc = model.encoder  # every member of an ensembled policy is alike: one's cost times their count
+    return StepFlops(model.members * (_stack_flops(enc.blocks, batch, seq_len) + _linear_flops(model.head, batch)), 0)
 
 
 def planner_step_flops(model, batch: int, goal_len: int) -> StepFlops:
@@ -79,11 +79,11 @@ def talker_step_flops(model, batch: int, encoder_cached: bool, decoder_passes: i
     """An SFT step is one decoder pass; a DA step two trained passes and one without gradients."""
     cfg = model.cfg
     texts = batch * (cfg.memory_k + 1)  # prompt and memories
-    encoder = 0 if encoder_cached else _stack_flops(model.encoder.blocks, texts, cfg.encoder.seq_len)
+    encoder = 0 if encoder_cached else cfg.encoders * _stack_flops(model.encoder.blocks, texts, cfg.encoder.seq_len)
     L = model.prefix_len + cfg.response_len
     head = (_linear_flops(model.to_concept, texts) + _linear_flops(model.projector, texts)
             + _stack_flops(model.blocks, batch, L) + _linear_flops(model.lm_head, batch * cfg.response_len))
-    frozen_encoder = not any(p.requires_grad for p in model.encoder.parameters())
+    frozen_encoder = not any(p.requires_grad for enc in model.all_encoders() for p in enc.parameters())
     enc_trained, enc_frozen = (0, encoder) if frozen_encoder else (encoder, 0)
     return StepFlops(decoder_passes * (enc_trained + head),
                      decoder_passes * enc_frozen + no_grad_passes * (encoder + head))
@@ -160,17 +160,17 @@ def speed_cases(profile, data, device: torch.device) -> list[SpeedCase]:
     cases = []
 
     pd, B = data.policy, profile.policy_train.batch_size
-    policy = PolicyModel(profile.policy, len(pd.intents)).to(device)
+    policy = PolicyModel(profile.policy, len(pd.intents), profile.policy_members).to(device)
     ids, valid, labels = pd.ids[:B], pd.valid[:B], pd.labels[:B]
 
-    def policy_loss():
+    def policy_loss():  # each member of an ensembled policy reads a batch and has a loss of its own
         with torch.autocast(**autocast):
-            logits = policy(ids, valid)
-        return F.cross_entropy(logits.float(), labels)
+            logits = policy(ids, valid, per_member=True)
+        return F.cross_entropy(logits.flatten(0, 1).float(), labels.repeat(policy.members))
 
     T = pd.ids.shape[1]
     f = policy_step_flops(policy, B, T)
-    cases.append(SpeedCase("policy", policy, policy_loss, profile.policy_train.lr, B * T, f, f))
+    cases.append(SpeedCase("policy", policy, policy_loss, profile.policy_train.lr, B * T * policy.members, f, f))
 
     plan, B = data.plan, profile.planner_train.batch_size
     planner = PlannerModel(profile.planner, data.vocab.size).to(device)
@@ -188,7 +188,7 @@ def speed_cases(profile, data, device: torch.device) -> list[SpeedCase]:
     talk, B, tcfg = data.talk, profile.talker_train.batch_size, profile.talker
     talker = TalkerModel(tcfg).to(device)
     if profile.talker_train.freeze_encoder:
-        talker.encoder.requires_grad_(False)
+        talker.freeze_encoders()
     gen = torch.Generator(device=device).manual_seed(0)
     idx = torch.arange(B, device=device) % talk.n
     rows, present = memory_rows(talk, idx, tcfg.memory_k, gen)

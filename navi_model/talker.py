@@ -49,11 +49,15 @@ class TalkerModel(nn.Module):
         self.cfg = cfg
         C = cfg.encoder.d_model
         self.encoder = Encoder(cfg.encoder)
+        # the encoders of an ensembled policy's other members (TalkerConfig.encoders), read beside
+        # the first: a text's pooled vector is theirs side by side
+        self.more_encoders = nn.ModuleList(Encoder(cfg.encoder) for _ in range(cfg.encoders - 1))
+        pooled = C * cfg.encoders
         # batch-centred and scaled: a direction shared by every prompt carries nothing, so the
         # encoder gains nothing by growing one (measured: without this, 99.9% of the encoder's
         # variance went into one shared direction within 30 steps and concept_sim hit 0.9999)
-        self.concept_norm = nn.BatchNorm1d(C, affine=False)
-        self.to_concept = nn.Linear(C, C, bias=False)
+        self.concept_norm = nn.BatchNorm1d(pooled, affine=False)
+        self.to_concept = nn.Linear(pooled, C, bias=False)
         self.projector = nn.Linear(C, cfg.prefix_k * C)
         self.embed = nn.Embedding(TALK_VOCAB, C)
         self.blocks = nn.ModuleList(Block(C, cfg.encoder.n_heads) for _ in range(cfg.dec_layers))
@@ -65,16 +69,34 @@ class TalkerModel(nn.Module):
         self.register_buffer("rope_sin", sin, persistent=False)
         self.apply(_init_weights)
 
+    def all_encoders(self) -> list[Encoder]:
+        return [self.encoder, *self.more_encoders]
+
+    def pooled(self, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(B, encoders * C): every encoder's pooled vector of each text, side by side."""
+        return torch.cat([enc(ids, valid)[1] for enc in self.all_encoders()], dim=-1)
+
+    def warm_from(self, policy_encoders: list[Encoder]) -> None:
+        """Every encoder from the trained policy's: encoder j from member j's (PolicyModel.member_encoders)."""
+        if len(policy_encoders) < self.cfg.encoders:
+            raise ValueError(f"a talker of {self.cfg.encoders} encoders needs a policy of as many members, "
+                             f"not {len(policy_encoders)}")
+        for enc, src in zip(self.all_encoders(), policy_encoders):
+            enc.load_state_dict(src.state_dict())
+
+    def freeze_encoders(self) -> None:
+        for enc in self.all_encoders():
+            enc.requires_grad_(False)
+
     def concepts(self, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        _, pooled = self.encoder(ids, valid)
-        return self.to_concept(self.concept_norm(pooled))  # (B, C)
+        return self.to_concept(self.concept_norm(self.pooled(ids, valid)))  # (B, C)
 
     def encode_prefix(self, prompt_ids, prompt_valid, mem_ids, mem_valid, mem_present):
         """-> prefix (B, P, C) and prefix_present (B, P); memory slots are right-aligned, newest last."""
         B, K, T = mem_ids.shape
         # prompts and memories through the encoder in one batch: one pass, one set of batch statistics
-        _, pooled = self.encoder(torch.cat([prompt_ids, mem_ids.reshape(B * K, T)]),
-                                 torch.cat([prompt_valid, mem_valid.reshape(B * K, T)]))
+        pooled = self.pooled(torch.cat([prompt_ids, mem_ids.reshape(B * K, T)]),
+                             torch.cat([prompt_valid, mem_valid.reshape(B * K, T)]))
         return self.prefix_from_pooled(pooled[:B], pooled[B:].view(B, K, -1), mem_present)
 
     def prefix_from_pooled(self, prompt_pooled, mem_pooled, mem_present, batch_pooled=None):
@@ -317,7 +339,7 @@ def concept_similarity(model: TalkerModel, prompts: list[str], device: torch.dev
     model.eval()
     prompts = sorted(set(prompts))
     ids, valid = encode_encoder_batch(prompts, model.cfg.encoder.seq_len)
-    _, pooled = model.encoder(ids.to(device), valid.to(device))
+    pooled = model.pooled(ids.to(device), valid.to(device))
     c = F.normalize(pooled.float(), dim=-1)
     sim = c @ c.T
     n = len(prompts)
@@ -399,7 +421,7 @@ class EncoderCache:
             parts = []
             for i in range(0, ids.shape[0], chunk):
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    parts.append(model.encoder(ids[i:i + chunk], valid[i:i + chunk])[1].float())
+                    parts.append(model.pooled(ids[i:i + chunk], valid[i:i + chunk]).float())
             out.append(torch.cat(parts))
         return EncoderCache(*out)
 
@@ -512,7 +534,7 @@ def train_talker(
     extra = checkpoint_extra or {}
     model.to(device).train()
     if cfg.freeze_encoder:
-        model.encoder.requires_grad_(False)
+        model.freeze_encoders()
     opt = make_optimizer(model, cfg, device)
     sampler = EpochSampler(data.n, sft_sampler_batch(cfg), device, cfg.seed)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)

@@ -176,7 +176,45 @@ class EpochSampler:
         self.gen.set_state(state["gen"])
 
 
-def training_state(sampler: EpochSampler, seen: torch.Tensor, gen: torch.Generator | None = None) -> dict:
+class MemberSampler:
+    """One EpochSampler per member of an ensembled policy (model.PolicyModel), each from its own
+    seed, so that the members see the rows in different orders: members trained on shared batches
+    differ only by their random start, and read unseen requests less differently (three tiny
+    members, 3 seeds: wild 0.971 on shared batches, 0.985 as separately trained models).
+
+    next(): one member, the batch as EpochSampler gives it; k members, a (batch, k) tensor whose
+    column j is member j's batch, so that a rank's shard of its rows is a shard of every member's
+    batch. Member 0 draws with the seed itself: a one-member policy draws what it always drew.
+    """
+
+    SEED_STRIDE = 7919  # member j draws with seed + j * SEED_STRIDE
+
+    def __init__(self, members: int, n: int, batch_size: int, device: torch.device, seed: int,
+                 lengths: torch.Tensor | None = None, bucket: int = 0):
+        self.samplers = [EpochSampler(n, batch_size, device, seed + j * self.SEED_STRIDE, lengths, bucket)
+                         for j in range(members)]
+
+    def next(self) -> torch.Tensor:
+        if len(self.samplers) == 1:
+            return self.samplers[0].next()
+        return torch.stack([s.next() for s in self.samplers], dim=1)
+
+    def state_dict(self) -> dict:
+        """Member 0's state, as a one-member policy's checkpoint holds it, and the others' beside."""
+        state = self.samplers[0].state_dict()
+        if len(self.samplers) > 1:
+            state["members"] = [s.state_dict() for s in self.samplers[1:]]
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        others = state.get("members", [])
+        if len(others) != len(self.samplers) - 1:
+            raise ValueError(f"sampler state for {len(others) + 1} policy members does not fit {len(self.samplers)}")
+        for sampler, part in zip(self.samplers, [state, *others]):
+            sampler.load_state_dict(part)
+
+
+def training_state(sampler: EpochSampler | MemberSampler, seen: torch.Tensor, gen: torch.Generator | None = None) -> dict:
     """What a resume needs beside weights and optimizer, as plain CPU values for a payload.
 
     seen is cloned: on the CPU .cpu() would hand out the live tensor that later steps keep adding to.
@@ -188,7 +226,7 @@ def training_state(sampler: EpochSampler, seen: torch.Tensor, gen: torch.Generat
 
 
 def restore_training_state(resume: dict, *, model: torch.nn.Module, opt: torch.optim.Optimizer | None,
-                           sampler: EpochSampler, seen: torch.Tensor, gen: torch.Generator | None = None) -> int:
+                           sampler: EpochSampler | MemberSampler, seen: torch.Tensor, gen: torch.Generator | None = None) -> int:
     """Load a payload a trainer emitted (see training_state) into a freshly set-up loop; returns
     the step to continue from. Call it after the model is on the device and opt is built, so the
     optimizer state lands on the parameters' device. opt=None leaves the optimizer fresh."""
@@ -223,6 +261,7 @@ def checkpoint_payload(model: PolicyModel, opt: torch.optim.Optimizer, step: int
         "optimizer": plain_optimizer_state(opt),
         "model_args": asdict(model.cfg),
         "n_intents": model.n_intents,
+        "members": model.members,
         "step": step,
         **extra,
     }
@@ -235,14 +274,20 @@ def policy_loss(model: PolicyModel, data: PolicyData, device: torch.device, labe
     trim = device.type != "cuda"
 
     def loss_fn(idx: torch.Tensor):
-        labels = data.labels[idx]
-        ids, valid = data.ids[idx], data.valid[idx]
+        # (B,) for one member; (B, members) from MemberSampler: member j reads column j
+        rows = [idx] if idx.dim() == 1 else list(idx.T)
+        labels = torch.stack([data.labels[r] for r in rows])  # (members, B)
+        ids, valid = [data.ids[r] for r in rows], [data.valid[r] for r in rows]
         if trim:
-            ids, valid = drop_shared_left_padding(ids, valid)
+            ids, valid = map(list, zip(*(drop_shared_left_padding(i, v) for i, v in zip(ids, valid))))
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            logits = model(ids, valid)
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
-        return loss, (logits.detach().argmax(-1) == labels).sum()
+            logits = model(ids, valid, per_member=True).float()  # (members, B, n_intents)
+        # each member learns on its own: the mean of their losses, not the loss of their mean,
+        # which would let one member lean on the others. Each member reads rows of its own, so
+        # the answers right are counted per member and averaged: train_acc is the members' mean
+        K = logits.shape[0]
+        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), label_smoothing=label_smoothing)
+        return loss, (logits.detach().argmax(-1) == labels).sum() / K
 
     return loss_fn
 
@@ -271,7 +316,8 @@ def train_policy(
     ranks.check_batch(cfg.batch_size, "policy")
     model.to(device).train()
     opt = make_optimizer(model, cfg, device)
-    sampler = EpochSampler(data.n, cfg.batch_size, device, cfg.seed, data.valid.sum(1), cfg.length_buckets)
+    sampler = MemberSampler(model.members, data.n, cfg.batch_size, device, cfg.seed, data.valid.sum(1),
+                            cfg.length_buckets)
     T = data.ids.shape[1]
 
     seen = torch.zeros(data.n, device=device)
@@ -306,7 +352,9 @@ def train_policy(
         train_step(lr, ranks.shard(idx))
         announce_ready(train_step, "policy", emit)
         steps_done = step + 1
-        seen.index_add_(0, idx, ones[: idx.numel()])
+        # member 0's rows: every member's sampler walks whole epochs of the same rows alike
+        first = idx if idx.dim() == 1 else idx[:, 0]
+        seen.index_add_(0, first, ones[: first.numel()])
         window_steps += 1
         if periodic.due() and not last_step:
             emit(checkpoint())
@@ -320,7 +368,7 @@ def train_policy(
             mean_loss = loss_sum / window_steps
             emit(MetricsLogged(step + 1, "policy", {
                 "loss": mean_loss, "train_acc": correct_sum / (window_steps * cfg.batch_size), "lr": lr,
-                "tokens_per_s": window_steps * cfg.batch_size * T / dt,
+                "tokens_per_s": window_steps * cfg.batch_size * model.members * T / dt,  # every member reads a batch
                 "step_ms": 1000.0 * dt / window_steps,
             }))
             last_loss = mean_loss

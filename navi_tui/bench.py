@@ -200,7 +200,7 @@ def store_writer_cost(corpus: Corpus, profile: Profile, device: torch.device, st
     def run_phase(phase: str, emit) -> None:
         torch.manual_seed(0)
         if phase == "policy":
-            train_policy(PolicyModel(profile.policy, len(corpus.intents)), to_device(cpu.policy, device),
+            train_policy(PolicyModel(profile.policy, len(corpus.intents), profile.policy_members), to_device(cpu.policy, device),
                          profile.policy_train, steps=steps, device=device, emit=emit)
         elif phase == "planner":
             train_planner(PlannerModel(profile.planner, cpu.vocab.size), to_device(cpu.plan, device),
@@ -375,9 +375,9 @@ def _navi_flops(corpus: Corpus, profile: Profile, device: torch.device) -> dict[
     vocab_size = 6 + sum(1 for i in corpus.intents if i.action)
     talker = TalkerModel(profile.talker)
     if profile.talker_train.freeze_encoder:
-        talker.encoder.requires_grad_(False)
+        talker.freeze_encoders()
     return {
-        "policy": policy_step_flops(PolicyModel(profile.policy, len(corpus.intents)), profile.policy_train.batch_size,
+        "policy": policy_step_flops(PolicyModel(profile.policy, len(corpus.intents), profile.policy_members), profile.policy_train.batch_size,
                                     profile.policy.seq_len).total,
         "planner": planner_step_flops(PlannerModel(profile.planner, vocab_size), profile.planner_train.batch_size,
                                       profile.planner.encoder.seq_len).total,

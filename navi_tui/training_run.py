@@ -304,7 +304,7 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
 
     # policy: goal -> intent
     torch.manual_seed(profile.policy_train.seed)
-    policy = PolicyModel(profile.policy, len(corpus.intents))
+    policy = PolicyModel(profile.policy, len(corpus.intents), profile.policy_members)
     writer.event(run_id, "info", "model", f"policy: {count_params(policy):,} parameters")
     data = to_device(cpu_data.policy, device)
     extra = {"intents": [i.__dict__ for i in corpus.intents], "profile": profile.name}
@@ -354,7 +354,10 @@ def _train_and_judge(corpus, profile, store, writer, run_id, plan, preflight, cp
         return finish("stopped")
     torch.manual_seed(profile.talker_train.seed)
     talker = TalkerModel(profile.talker)
-    _warm_start(talker.encoder, policy.encoder, profile, writer, run_id, "talker")
+    if profile.warm_start_encoders:
+        talker.warm_from(policy.member_encoders())
+        writer.event(run_id, "info", "warm_start", f"talker: {profile.talker.encoders} encoder(s) start from the "
+                                                   f"trained policy's")
     tdata = to_device(cpu_data.talk, device)
     with judged(monitor):
         tr = train_talker(talker, tdata, profile.talker_train, steps=plan["talker"], device=device, emit=emit,
@@ -400,7 +403,7 @@ def _train_in_step(corpus, profile, plan, preflight, cpu_data, device, control, 
     if not train:
         return None
     torch.manual_seed(profile.policy_train.seed)
-    policy = PolicyModel(profile.policy, len(corpus.intents))
+    policy = PolicyModel(profile.policy, len(corpus.intents), profile.policy_members)
     train_policy(policy, to_device(cpu_data.policy, device), profile.policy_train, steps=plan["policy"],
                  device=device, emit=drop, control=control, resume=start_from.get("policy"), ranks=ranks)
     if not stop_between_models():
@@ -416,7 +419,7 @@ def _train_in_step(corpus, profile, plan, preflight, cpu_data, device, control, 
     torch.manual_seed(profile.talker_train.seed)
     talker = TalkerModel(profile.talker)
     if profile.warm_start_encoders:
-        talker.encoder.load_state_dict(policy.encoder.state_dict())
+        talker.warm_from(policy.member_encoders())
     train_talker(talker, to_device(cpu_data.talk, device), profile.talker_train, steps=plan["talker"], device=device,
                  emit=drop, gallery=corpus.benches["gallery"].items, control=control,
                  resume=start_from.get("talker"), ranks=ranks)
