@@ -116,7 +116,7 @@ class TalkerConfig:
     memory_k: int = 2  # at most this many earlier dialogues as memory
     response_len: int = 64  # decoder positions: BOS + response bytes + EOS
     # encoders read side by side, warm from this many members of an ensembled policy
-    # (Profile.policy_members); 1: one encoder, as every talker before 2026-12-04
+    # (Profile.policy_members); 1: one encoder, as every talker before ensembles (2026-12-03)
     encoders: int = 1
 
     @staticmethod
@@ -149,7 +149,7 @@ class Profile:
     talker: TalkerConfig
     talker_train: TalkerTrainConfig
     # the policy as an ensemble of this many encoders and heads, each on batches of its own
-    # (model.PolicyModel, train.MemberSampler); 1: a single model, as checkpoints before 2026-12-04
+    # (model.PolicyModel, train.MemberSampler); 1: a single model, as every checkpoint before ensembles (2026-12-03)
     policy_members: int = 1
     # the planner's and the talker's encoders start from the trained policy encoder (member 0's): a
     # decoder's signal alone did not teach an encoder to tell intents apart (talker gallery
@@ -184,10 +184,12 @@ def _tiny() -> Profile:
         name="tiny",
         description="passes its gates on a 2-core CPU in minutes",
         policy=EncoderConfig(seq_len=80, **enc),
-        # 10 passes: the policy has learned its training lines by then (loss ~0.001), and every pass
-        # after only memorises them. At 20 (until 2026-12-03) it read held-out-core plans 0.850 and wild
-        # ones 0.827; at 10, 0.875 and 0.926, and unseen / wild intents 0.936 / 0.951 -> 0.953 / 0.977,
-        # in half the steps (3 seeds, H200, benchmarks/generalisation.py --variant passes10)
+        # few passes: a policy has learned its training lines after about 10 (loss ~0.001), and every
+        # pass after only memorises them (20 -> 10 passes: held-out-core plans 0.850 -> 0.875, wild
+        # 0.827 -> 0.926; 3 seeds, H200, benchmarks/generalisation.py --variant passesN). Three members
+        # of 4 passes each cost 12 passes' steps and read unseen / wild intents 0.964 / 0.968, where
+        # one policy of 10 read 0.948 / 0.950 (3 seeds, 2-core CPU, devgen; docs/benchmarks.md,
+        # 2026-12-03 fifth session)
         # batches of about one length (windows of 16 batches): a CPU step reads 35 columns, not 58
         policy_train=TrainConfig(batch_size=64, lr=3e-3, passes_per_goal=4.0, noise_rate=NOISE, length_buckets=1024),
         policy_members=3,
@@ -201,9 +203,16 @@ def _tiny() -> Profile:
         # no length buckets for the planner: batches of one length kept it on the CTC blank plateau
         # (seed 1, 2-core CPU: windows of 1024 rows never left it in 633 steps, of 256 left it at step
         # 600, none at 250)
-        planner_train=TrainConfig(batch_size=64, lr=3e-3, passes_per_goal=4.0, log_every=50, noise_rate=NOISE),
+        # 5 passes, not 6: the ensembled policy costs the 2-core CPU about 20 s more, and the planner's
+        # steps are the tiny brain's costliest (about 30 s a pass). The whole brain's seen / held-out /
+        # wild plans at 6, 5 and 4 passes: 0.983 / 0.921 / 0.926, 0.983 / 0.879 / 0.901 and 0.954 /
+        # 0.871 / 0.889, 4 mostly by steps counted short (3 seeds, 2-core CPU; docs/benchmarks.md,
+        # 2026-12-03 fifth session)
+        planner_train=TrainConfig(batch_size=64, lr=3e-3, passes_per_goal=5.0, log_every=50, noise_rate=NOISE),
         # memory_k 1: every memory-dependent prompt of the bundled corpus needs only the last turn,
-        # and each memory slot costs a full encoder pass per sample
+        # and each memory slot costs a full encoder pass per sample. encoders 3: the talker reads
+        # every policy member's (frozen) encoder, wild gallery similarity 0.892 -> 0.927 over one
+        # (3 seeds, the same policies, 2-core CPU)
         talker=TalkerConfig(encoder=EncoderConfig(seq_len=120, **enc), dec_layers=2, prefix_k=4, memory_k=1,
                             response_len=56, encoders=3),
         talker_train=TalkerTrainConfig(batch_size=32, lr=3e-3, passes_per_goal=40.0, log_every=50,
@@ -225,9 +234,11 @@ def _base() -> Profile:
         # then reuses the policy's compiled blocks. At 96 the policy stepped 4 s faster, but the
         # planner's own encoder compile cost 6 s more on a fresh machine (H200, 2026-12-01)
         policy=EncoderConfig(seq_len=128, **enc),
-        # 50 passes: its loss is 0.0000 from about step 1200 of the 2734 that 150 passes took; at 50 the
-        # brain read held-out-core plans 0.825 -> 0.863 and wild ones 0.704 -> 0.827, and its run took
-        # 57-67 s instead of 95-102 (3 seeds, H200, `train --data assets/holdout_corpus`, 2026-12-03)
+        # few passes, as tiny: 150 -> 50 passes read held-out-core plans 0.825 -> 0.863 and wild ones
+        # 0.704 -> 0.827. Three members of 15 passes (822 member-steps, against one of 50's 912) read
+        # unseen / wild intents 0.962 / 0.972 and plans 0.900 / 0.864, where one of 50 read
+        # 0.939 / 0.948 and 0.871 / 0.852 (3 seeds, H200, benchmarks/generalisation.py
+        # --variant members3+passes15; docs/benchmarks.md, 2026-12-03 fifth session)
         policy_train=TrainConfig(batch_size=256, lr=1e-3, passes_per_goal=15.0, warmup_steps=100, log_every=50,
                                  noise_rate=NOISE),
         policy_members=3,

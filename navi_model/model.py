@@ -246,13 +246,14 @@ class Encoder(nn.Module):
 class PolicyModel(nn.Module):
     """Goal bytes -> one intent of the catalog.
 
-    members > 1: an ensemble of that many encoders and heads, each from its own random start, all
-    trained on the same batches (train.policy_loss); it answers with the mean of their
-    probabilities. A single policy misreads an unseen phrasing by its own accident of training,
-    and the members rarely share one: three tiny members read wild requests 0.985-0.995 where
-    each alone reads 0.95-0.97 (docs/benchmarks.md, 2026-12-04). Member 0 is `encoder` and `head`,
-    so a one-member policy keeps the state-dict keys of every checkpoint written before members,
-    and the planner and the talker warm-start from member 0's encoder.
+    members > 1: an ensemble of that many encoders and heads, each from its own random start and
+    each trained on batches of its own (train.MemberSampler, train.policy_loss); it answers with
+    the mean of their probabilities. A single policy misreads some unseen phrasings by accidents
+    of its own training, and its members seldom share them: three tiny members of 4 passes each
+    read unseen / wild requests 0.964 / 0.968 where one policy of 10 passes read 0.948 / 0.950
+    (3 seeds, 2-core CPU; docs/benchmarks.md, 2026-12-03 fifth session). Member 0 is `encoder`
+    and `head`, so a one-member policy keeps the state-dict keys of every earlier checkpoint, and
+    the planner warm-starts from member 0's encoder.
     """
 
     def __init__(self, cfg: EncoderConfig, n_intents: int, members: int = 1):
@@ -305,7 +306,7 @@ class _PolicyMember(nn.Module):
 
 def payload_members(payload: dict) -> int:
     """The members of the policy a checkpoint payload holds: 1 where the key is absent (written
-    before ensembles, 2026-12-04)."""
+    before ensembles, 2026-12-03)."""
     members = payload.get("members", 1)
     if type(members) is not int or members < 1:
         raise ValueError(f"key 'members': expected an int >= 1, got {members!r}")

@@ -74,7 +74,7 @@ def check_resume_fits(model: str, payload: dict, profile, data, intents: list[st
     a fresh loop on the CPU as its trainer does at a resume (model, optimizer, sampler, coverage
     counts, generator), so a mismatch surfaces here, not after the run row.
     """
-    from navi_model.model import PolicyModel
+    from navi_model.model import PolicyModel, payload_members
     from navi_model.planner import PlannerModel
     from navi_model.talker import TalkerModel, sft_sampler_batch
     from navi_model.train import EpochSampler, MemberSampler, make_optimizer, restore_training_state

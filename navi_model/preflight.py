@@ -45,11 +45,12 @@ def small_models(n_intents: int, n_actions_vocab: int) -> dict[str, nn.Module]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         models = {
-            "policy": PolicyModel(EncoderConfig(**enc), n_intents),
+            # two members and a talker of two encoders: the ensembles' paths are checked too
+            "policy": PolicyModel(EncoderConfig(**enc), n_intents, members=2),
             "planner": PlannerModel(PlannerConfig(encoder=EncoderConfig(**enc), step_layers=1, plan_len=8),
                                     n_actions_vocab),
             "talker": TalkerModel(TalkerConfig(encoder=EncoderConfig(**enc), dec_layers=1, prefix_k=2, memory_k=1,
-                                               response_len=12)),
+                                               response_len=12, encoders=2)),
         }
     return {name: m.double() for name, m in models.items()}
 
@@ -114,9 +115,10 @@ def model_loss(name: str, model: nn.Module, batch: tuple) -> torch.Tensor:
     rounding noise; this is its formula (PAD targets ignored) without the cast. plan_loss keeps
     float64 as it is.
     """
-    if name == "policy":
+    if name == "policy":  # as train.policy_loss: each member's cross-entropy, averaged
         ids, valid, labels = batch
-        return F.cross_entropy(model(ids, valid), labels)
+        logits = model(ids, valid, per_member=True)
+        return F.cross_entropy(logits.flatten(0, 1), labels.repeat(logits.shape[0]))
     if name == "planner":
         ids, valid, targets = batch
         return plan_loss(model(ids, valid), valid, targets)

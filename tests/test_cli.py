@@ -368,12 +368,13 @@ def test_a_talker_that_maps_every_prompt_alike_fails_concept_sim_and_diagnose_fi
     with Store(home) as store:
         ckpt = store.latest_checkpoint(1, "talker")
         payload = load_checkpoint(store.checkpoint_path(ckpt), ckpt["sha256"])
-        for table in ("encoder.embed.weight", "encoder.ngram.weight"):  # bytes and their n-grams alike
-            if table in payload["model"]:
-                emb = payload["model"][table]
-                payload["model"][table] = emb[65].expand_as(emb).clone()
-        if "encoder.word.weight" in payload["model"]:  # and no word read at all
-            payload["model"]["encoder.word.weight"].zero_()
+        # in every encoder the talker reads (one per policy member): bytes and their n-grams alike
+        for key in [k for k in payload["model"] if k.startswith(("encoder.", "more_encoders."))]:
+            if key.endswith(("embed.weight", "ngram.weight")):
+                emb = payload["model"][key]
+                payload["model"][key] = emb[65].expand_as(emb).clone()
+            elif key.endswith("word.weight"):  # and no word read at all
+                payload["model"][key].zero_()
         path, sha = save_checkpoint(home, 1, "talker_planted", payload)
         planted = store.add_checkpoint(1, step=10**6, phase="planted", model="talker", path=path, sha256=sha)
     capsys.readouterr()
