@@ -88,14 +88,15 @@ def test_timed_windows_skip_the_first_and_weigh_by_time():
     assert timed_windows(windows[:1]) is None
 
 
-def test_flops_match_torch_flop_counter_for_the_matrices():
+@pytest.mark.parametrize("members", [1, 3])
+def test_flops_match_torch_flop_counter_for_the_matrices(members):
     # torch's counter sees every matmul of forward and backward (not the CPU's attention kernel)
-    model = PolicyModel(EncoderConfig(seq_len=16, d_model=32, n_layers=2, n_heads=4), 7)
+    model = PolicyModel(EncoderConfig(seq_len=16, d_model=32, n_layers=2, n_heads=4), 7, members)
     ids, valid = torch.randint(1, 256, (4, 16)), torch.ones(4, 16, dtype=torch.bool)
     with FlopCounterMode(display=False) as counter:
-        model(ids, valid).sum().backward()
+        model(ids, valid, per_member=True).sum().backward()
     f = policy_step_flops(model, 4, 16)
-    attention = 3 * _attention_flops(model.encoder.blocks, 4, 16)
+    attention = 3 * members * _attention_flops(model.encoder.blocks, 4, 16)
     assert f.total - attention == counter.get_total_flops()
 
 
@@ -103,7 +104,7 @@ def test_a_frozen_or_cached_encoder_is_counted_as_it_runs():
     profile = get_profile("tiny")
     talker = TalkerModel(profile.talker)
     trained = talker_step_flops(talker, 8, encoder_cached=False)
-    talker.encoder.requires_grad_(False)
+    talker.freeze_encoders()  # every encoder it reads, one per policy member
     frozen = talker_step_flops(talker, 8, encoder_cached=False)
     cached = talker_step_flops(talker, 8, encoder_cached=True)
     assert trained.frozen_forward == 0 and frozen.frozen_forward > 0 and cached.frozen_forward == 0
