@@ -83,7 +83,9 @@ def test_training_file_sizes(corpus):
     actions = sum(want[s.name] for s in catalog.action_intents())
     assert len(corpus.plans) == len({p["goal"] for p in corpus.plans}) == actions + generate.TRAIN_COMPOSITES
     assert 750 <= len(corpus.dialogues) <= 850
-    assert len({d["prompt"] for d in corpus.dialogues}) <= 600  # drawn from more goals than the 2640 of before
+    # drawn from more goals than the 2640 of before, and (2026-12-03) follow-ups in about 90 phrasings,
+    # wrapped: the talker's steps scale with these unique prompts
+    assert len({d["prompt"] for d in corpus.dialogues}) <= 800
 
 
 def test_check_the_build_is_a_must_pass_paraphrase_of_check(corpus):

@@ -24,7 +24,7 @@ from test_wild_benches import CONNECTORS as WILD_CONNECTORS
 CORPUS = Path(__file__).resolve().parents[1] / "assets" / "holdout_corpus"  # this checkout's files
 TRAIN, HELD = holdout.split_cores()
 BY_NAME = {s.name: s for s in catalog.INTENTS}
-FOLLOW_UPS = set(catalog.AGAIN_PROMPTS) | set(catalog.RECALL_PROMPTS)
+FOLLOW_UPS = holdout.split_follow_ups()  # kind -> (trained, held out)
 # the wild plan bench's connectors; a generated "first X, then Y" may come after a wrapper ("navi, first ...")
 CONNECTORS = {**WILD_CONNECTORS, "first X, then Y": lambda g: re.search(r"\bfirst .+, then ", g) is not None}
 assert set(CONNECTORS) == set(catalog.CONNECTORS)
@@ -42,9 +42,16 @@ def index():
     return holdout.CoreIndex(TRAIN), holdout.CoreIndex(HELD)
 
 
+def core_texts(item) -> list[str]:
+    """The texts of a bench item that hold cores: its goal, or its prompt and memory prompts, but not
+    a prompt that follows a memory turn (it asks for a repeat or a recall: a follow-up, no core)."""
+    texts = holdout.bench_texts(item)
+    return texts[1:] if item.get("memory") else texts
+
+
 def texts_of(bench):
-    """(line, text) of every core-bearing text of a bench: goals, prompts, memory prompts."""
-    return [(it["line"], t) for it in bench.items for t in holdout.bench_texts(it) if t not in FOLLOW_UPS]
+    """(line, text) of every core-bearing text of a bench."""
+    return [(it["line"], t) for it in bench.items for t in core_texts(it)]
 
 
 # --- the catalog and its split
@@ -90,7 +97,8 @@ def test_wrappers_connectors_and_follow_ups_hold_no_core():
              + catalog.POLITE_SUFFIXES + catalog.CHAT_PREFIXES + catalog.CHAT_SUFFIXES + catalog.FILLERS
              + generate.PLAN_PREFIXES + generate.PLAN_SOFT_PREFIXES + generate.PLAN_SUFFIXES
              + tuple(j.format(a="", b="", c="") for j in catalog.PAIR_JOINS + catalog.TRIPLE_JOINS)
-             + catalog.AGAIN_PROMPTS + catalog.RECALL_PROMPTS)
+             + catalog.AGAIN_FOLLOW_UPS + catalog.RECALL_FOLLOW_UPS + catalog.FOLLOW_UP_PREFIXES
+             + catalog.FOLLOW_UP_SUFFIXES)
     assert [(p, holdout.shared_cores(p, cores)) for p in parts if holdout.shared_cores(p, cores)] == []
     # and no core holds a connector: a composite's steps are found where the joins are
     assert [c for c in cores if re.search(r"\b(and|then|first|after that|followed by)\b|[,;]", c)] == []
@@ -143,6 +151,48 @@ def test_a_typo_that_makes_a_held_out_core_is_named(tmp_path):
                      f"{next(i for i, cs in HELD.items() if misspelt in cs)}"]
 
 
+# --- follow-ups: asked in many words, the gallery's in held-out ones
+
+def test_the_follow_up_split_is_seeded_and_keeps_the_first_phrasings_trained():
+    assert holdout.split_follow_ups() == FOLLOW_UPS
+    for kind, first in (("again", catalog.AGAIN_PROMPTS), ("recall", catalog.RECALL_PROMPTS)):
+        trained, held = FOLLOW_UPS[kind]
+        assert len(held) >= 5 and len(trained) >= 35 and not set(trained) & set(held)
+        assert set(first) <= set(trained)
+        # no held-out phrasing holds a trained one of either kind, or is held by one
+        every = FOLLOW_UPS["again"][0] + FOLLOW_UPS["recall"][0]
+        assert [(h, t) for h in held for t in every if holdout.contains(h, t) or holdout.contains(t, h)] == []
+
+
+def test_training_dialogues_ask_follow_ups_in_many_words():
+    rows = [obj for _, obj in read_jsonl(CORPUS / "dialogues.jsonl")]
+    trained = holdout.CoreIndex({k: pair[0] for k, pair in FOLLOW_UPS.items()})
+    asks = [r["prompt"] for r in rows if r["response"].endswith(" again.") or r["response"].startswith("You asked me")]
+    assert len(set(asks)) >= 100  # until 2026-12-03: 7 phrasings, bare
+    assert [a for a in asks if not trained.find(a)] == []
+
+
+def test_the_gallery_asks_its_follow_ups_in_held_out_words(corpus):
+    held = holdout.CoreIndex({k: pair[1] for k, pair in FOLLOW_UPS.items()})
+    trained = holdout.CoreIndex({k: pair[0] for k, pair in FOLLOW_UPS.items()})
+    asks = [it["prompt"] for it in corpus.benches["gallery"].items if it["memory"]]
+    assert len(asks) == generate.GALLERY_MEMORY
+    assert [a for a in asks if not held.find(a) or trained.find(a)] == []
+
+
+def test_a_planted_held_out_follow_up_is_named(tmp_path):
+    folder = tmp_path / "corpus"
+    shutil.copytree(CORPUS, folder)
+    lines = (folder / "dialogues.jsonl").read_text().splitlines()
+    row = json.loads(lines[9])
+    phrase = FOLLOW_UPS["recall"][1][0]
+    row["prompt"] = f"Navi, {phrase.upper()}?"
+    lines[9] = json.dumps(row)
+    (folder / "dialogues.jsonl").write_text("\n".join(lines) + "\n")
+    assert holdout.held_out_leaks(folder) == [f"dialogues.jsonl:10: {row['prompt']!r} holds the held-out recall "
+                                              f"follow-up {phrase!r}"]
+
+
 # --- the benches
 
 @pytest.mark.parametrize("name", UNSEEN + SEEN)
@@ -153,9 +203,7 @@ def test_each_bench_text_holds_its_intents_cores_from_one_side_only(corpus, inde
     bench = corpus.benches[name]
     assert texts_of(bench)
     for it in bench.items:
-        for text in holdout.bench_texts(it):
-            if text in FOLLOW_UPS:
-                continue
+        for text in core_texts(it):
             assert other.find(text) == [], (name, it["line"], text)
             found = [intent for intent, _ in own.find(text)]
             if "plan" in it:

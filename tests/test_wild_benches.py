@@ -186,7 +186,7 @@ def test_a_planted_core_is_found(cores, training):
 def test_a_planted_training_line_fails_the_separation(training):
     goal = read_jsonl(CORPUS / "goals.jsonl")[0][1]["goal"]
     prompt = next(obj["prompt"] for _, obj in read_jsonl(CORPUS / "dialogues.jsonl")
-                  if obj["prompt"] in catalog.AGAIN_PROMPTS)
+                  if obj["response"].endswith(" again."))  # a follow-up: it holds no core
     wild = [t for _, t in all_texts()]
     # the equality check alone (no cores to match) catches a training line in another case or punctuation
     bad = holdout.violations(wild + [goal.upper() + "!", f"{prompt}."], [], training)

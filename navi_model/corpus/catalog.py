@@ -1444,6 +1444,38 @@ POLITE_WORDS = ("could you ", "would you ", "can you ", "can u ", "please ", "pl
 # follow-ups whose answer depends on the earlier dialogue: they make memory matter
 AGAIN_PROMPTS = ("do that again", "again please", "repeat that", "one more time")
 RECALL_PROMPTS = ("what did i just ask", "what was my last request", "remind me what i asked")
+# follow-ups in every style, as people ask them (until 2026-12-03 only the phrasings above, 4 and 3:
+# the talker then read "again" or "wait what did i want" as a new request). A helper wrote them
+# without opening a bench. holdout.split_follow_ups holds a seeded few of them out for the gallery;
+# the first phrasings above are always trained
+AGAIN_FOLLOW_UPS = AGAIN_PROMPTS + (
+    'run it again', 'can you redo that', 'redo', 'redo that', 'rerun', 'rerun pls', 'rerun that', 'rerun it',
+    'same again', '!!', 'do it again', 'um do it again', 'agian', 'do it agian', 'repat that', 'reapeat that',
+    'would you mind doing the same thing once more', 'once more', 'again', 'again pls', 'again lol',
+    'one more time please', 'do the same thing again', 'same thing again', 'try that again', 'try again',
+    'run that again', 'go again', 'do that one more time', 'repeat', 'repeat the last command',
+    'run the last one again', 'redo the last one', 'run it once more', 'hit it again', 'one more go',
+    'give it another go', 'give it another shot', 'can you run that again', 'could you do that again',
+    'please do that again', 'do it over', 'lets do that again', 'run the previous command again',
+    'do what you just did again', 'ok again', 'yeah do that again', 'redo pls', 'do it again plz',
+    'once again please', 'could you please repeat that action', 'would you please run that one more time',
+)
+RECALL_FOLLOW_UPS = RECALL_PROMPTS + (
+    'what did i ask', 'what did i just ask you', 'what did i just say', 'what was my last question',
+    'what was my previous request', 'what did i ask you to do', 'what did i ask for', 'what was i asking',
+    'what did i want', 'what did i want you to do', 'remind me what i said', 'remind me what i wanted',
+    'what was the last thing i asked', 'what was the last thing i said', 'what did i request',
+    'what did i request just now', 'last request', 'my last request', 'what was my request', 'wait what did i ask',
+    'um what did i ask', 'what did i type', 'what did i just type', 'what was my last message',
+    'what did i ask before this', 'what did i ask a second ago', 'could you remind me what i asked for',
+    'would you mind telling me what i just asked', 'can you tell me what i asked', 'tell me what i asked',
+    'what was i saying', 'wat did i ask', 'what did i jsut ask', 'remnd me what i asked', 'what was my prev request',
+    'whats my last request', 'what did i ask u', 'what was it i asked', 'what was that i asked for',
+    'sorry what did i ask you', 'i forgot what i asked', 'what was my previous message', 'what did i last request',
+    'please remind me of my last request', 'what did i last ask', 'what was my last ask',
+)
+FOLLOW_UP_PREFIXES = ("", "", "", "navi, ", "hey navi, ", "ok ", "um ", "so ")
+FOLLOW_UP_SUFFIXES = ("", "", "", " pls", " please", " navi", " thanks", " now")
 
 # composite goals join step phrasings with these; the plan is the steps' intents in sentence order.
 # Every connector occurs in training and in both plan benches

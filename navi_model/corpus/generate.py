@@ -277,8 +277,24 @@ def _composites(rng: random.Random, rules: Rules, cores: dict[str, tuple[str, ..
     return rows
 
 
-def _dialogues(rng: random.Random, train_goals: dict[str, list[str]]):
+def follow_up(rng: random.Random, phrases: tuple[str, ...], avoid: set[str]) -> str:
+    """One wording of a follow-up: a phrasing in a wrapper, case and punctuation, whose normalised
+    text is not in avoid (wild texts, bench texts)."""
+    for _ in range(200):
+        phrase = rng.choice(phrases)
+        text = f"{rng.choice(catalog.FOLLOW_UP_PREFIXES)}{phrase}{rng.choice(catalog.FOLLOW_UP_SUFFIXES)}"
+        text = punctuate(rng, recase(rng, text), "question" if phrase in catalog.RECALL_FOLLOW_UPS else "command")
+        if holdout.normalise(text) not in avoid:
+            return text
+    raise AssertionError(f"no follow-up wording outside the texts to avoid among {len(phrases)} phrasings")
+
+
+def _dialogues(rng: random.Random, train_goals: dict[str, list[str]], wild: set[str]):
     names = sorted(BY_NAME)
+    trained = {kind: pair[0] for kind, pair in holdout.split_follow_ups().items()}
+    # the wording of a follow-up is drawn from a stream of its own: the turns drawn here, and every
+    # file drawn after them, stay as they were when follow-ups had their first phrasings alone
+    words = random.Random(f"{SEED}:follow-ups")
     rows = []
     for c in range(CONVERSATIONS):
         conv = f"c{c:04d}"
@@ -287,10 +303,12 @@ def _dialogues(rng: random.Random, train_goals: dict[str, list[str]]):
         for turn in range(n_turns):
             followup = last is not None and rng.random() < 0.5
             if followup and rng.random() < 0.5:
-                prompt = rng.choice(catalog.AGAIN_PROMPTS)
+                rng.choice(catalog.AGAIN_PROMPTS)  # the draw that chose the wording until then
+                prompt = follow_up(words, trained["again"], wild)
                 response = last.again
             elif followup:
-                prompt = rng.choice(catalog.RECALL_PROMPTS)
+                rng.choice(catalog.RECALL_PROMPTS)
+                prompt = follow_up(words, trained["recall"], wild)
                 response = f"You asked me to {last.description}."
             else:
                 last = BY_NAME[rng.choice(names)]
@@ -319,6 +337,8 @@ def _gallery(rng: random.Random, rules: Rules, taken: set[str]):
                 return line
         raise AssertionError(f"no new gallery prompt for {spec.name}")
 
+    held = {kind: pair[1] for kind, pair in holdout.split_follow_ups().items()}
+    words = random.Random(f"{SEED}:gallery-follow-ups")  # apart, as in _dialogues
     rows = []
     for i in range(GALLERY_SIZE - GALLERY_MEMORY):
         spec = BY_NAME[names[i % len(names)]]
@@ -326,11 +346,12 @@ def _gallery(rng: random.Random, rules: Rules, taken: set[str]):
     for i in range(GALLERY_MEMORY):  # memory cases: the answer depends on the earlier dialogue
         spec = BY_NAME[names[(3 * i + 1) % len(names)]]
         earlier = {"prompt": prompt_of(spec), "response": spec.response}
+        # asked in held-out words: no training prompt asks for a repeat or a recall this way
         if i % 2 == 0:
-            rows.append({"kind": "gallery", "prompt": catalog.AGAIN_PROMPTS[i % 4],
+            rows.append({"kind": "gallery", "prompt": follow_up(words, held["again"], rules.wild | taken),
                          "reference": spec.again, "memory": [earlier]})
         else:
-            rows.append({"kind": "gallery", "prompt": catalog.RECALL_PROMPTS[i % 3],
+            rows.append({"kind": "gallery", "prompt": follow_up(words, held["recall"], rules.wild | taken),
                          "reference": f"You asked me to {spec.description}.", "memory": [earlier]})
     return rows
 
@@ -385,7 +406,7 @@ def build_corpus(wild: set[str] | None = None) -> dict[str, list[dict]]:
     composites = _composites(rng, rules, train_cores, _sizes(rng, TRAIN_COMPOSITES, TRAIN_TRIPLES), False,
                              trained, training=True, combos=combos)
     files["plans.jsonl"] = singles + composites
-    files["dialogues.jsonl"] = _dialogues(rng, train_goals)
+    files["dialogues.jsonl"] = _dialogues(rng, train_goals, rules.wild)
 
     taken = set(trained)  # bench texts: never a training text, never another bench's
     files["bench_paraphrase.jsonl"] = [

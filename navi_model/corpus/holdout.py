@@ -31,6 +31,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from navi_model.corpus import catalog
 from navi_model.corpus.catalog import INTENTS, IntentSpec
 from navi_model.corpus.load import read_jsonl
 
@@ -155,6 +156,29 @@ def split_cores() -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]
     return train, held
 
 
+FOLLOW_UPS_HELD = 10  # per kind of follow-up (again, recall), of about 50
+
+
+def split_follow_ups() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """Per kind of follow-up ("again", "recall"): (trained phrasings, held-out phrasings), seeded.
+
+    The held-out ones ask the gallery's memory rows, so that those rows, too, ask in words no
+    training prompt uses. A phrasing that holds another follow-up as whole words, or is held by one
+    (of either kind: "again" in "once again please"), stays trained, as do the first phrasings
+    (catalog.AGAIN_PROMPTS, RECALL_PROMPTS).
+    """
+    every = catalog.AGAIN_FOLLOW_UPS + catalog.RECALL_FOLLOW_UPS
+    out = {}
+    for kind, phrases, first in (("again", catalog.AGAIN_FOLLOW_UPS, catalog.AGAIN_PROMPTS),
+                                 ("recall", catalog.RECALL_FOLLOW_UPS, catalog.RECALL_PROMPTS)):
+        free = [p for p in phrases if p not in first and normalise(p)  # "!!" is no words at all
+                and not any(q != p and (contains(p, q) or contains(q, p)) for q in every)]
+        random.Random(f"{SPLIT_SEED}:follow-ups:{kind}").shuffle(free)
+        held = set(free[:FOLLOW_UPS_HELD])
+        out[kind] = (tuple(p for p in phrases if p not in held), tuple(p for p in phrases if p in held))
+    return out
+
+
 class CoreIndex:
     """Find catalog cores in a text as whole words, fast: by the text's word n-grams."""
 
@@ -184,12 +208,16 @@ class CoreIndex:
 
 
 def held_out_leaks(corpus_root: Path) -> list[str]:
-    """One message per training line that holds a held-out core: goals, plan goals, dialogue prompts."""
+    """One message per training line that holds a held-out core or a held-out follow-up: goals, plan
+    goals, dialogue prompts."""
     _, held = split_cores()
     index = CoreIndex(held)
+    follow_ups = CoreIndex({kind: pair[1] for kind, pair in split_follow_ups().items()})
     out = []
     for name, key in (("goals.jsonl", "goal"), ("plans.jsonl", "goal"), ("dialogues.jsonl", "prompt")):
         for n, obj in read_jsonl(Path(corpus_root) / name):
             for intent, core in index.find(obj[key]):
                 out.append(f"{name}:{n}: {obj[key]!r} holds the held-out core {core!r} of {intent}")
+            for kind, phrase in follow_ups.find(obj[key]):
+                out.append(f"{name}:{n}: {obj[key]!r} holds the held-out {kind} follow-up {phrase!r}")
     return out
